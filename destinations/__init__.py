@@ -1,0 +1,13 @@
+"""The destinations registry: explicit, no scanning. `type:` in config selects one."""
+
+from __future__ import annotations
+
+from destinations import webhook
+from destinations.base import Connector
+
+REGISTRY: dict[str, Connector] = {
+    c.name: c
+    for c in (
+        webhook.CONNECTOR,
+    )
+}

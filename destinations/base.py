@@ -1,0 +1,129 @@
+"""The seam between the engine and a destination.
+
+A destination module defines ``CONNECTOR = Connector(...)`` with:
+
+- ``settings``: a pydantic model (subclass of ``ConnectorSettings``), a ``description``
+  on every field; secrets are ``SecretStr``;
+- ``limits``: the vendor's hard per-request limits (config may lower, never raise);
+- ``encode(events, settings) -> Encoded``: pure; turns a batch of Segment-spec event
+  dicts into one or more HTTP requests, and rejects locally what the vendor would refuse
+  (or would silently drop), each with a reason;
+- optionally ``classify(response, request) -> Outcome`` where the default HTTP rules
+  (``classify_http``) are not enough — e.g. per-event errors in a 200 or 400 body;
+- optionally ``authenticate(session, settings) -> Credentials`` for token-based auth
+  (the engine caches the credentials until ``expires_at`` or a ``Retry(reauth=True)``);
+- or, for warehouses, ``sender(settings) -> Sender`` which replaces HTTP entirely.
+
+The engine owns batching, concurrency, rate limits, retries, parking, dead letters,
+metrics and logs.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from router.delivery.outcome import (
+    DELIVERED,
+    Outcome,
+    Rejected,
+    Retry,
+)
+
+Event = dict[str, Any]
+
+
+class ConnectorSettings(BaseModel):
+    """Base of every connector's settings: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_events: int
+    max_bytes: int
+    max_wait_ms: int = 500  # default flush interval for this connector
+
+
+@dataclass(slots=True)
+class Request:
+    url: str
+    body: bytes
+    events: list[int]  # positions (in the batch given to encode) this request carries
+    headers: dict[str, str] = field(default_factory=dict)
+    method: str = "POST"
+
+
+@dataclass(slots=True)
+class Encoded:
+    requests: list[Request] = field(default_factory=list)
+    rejected: dict[int, str] = field(default_factory=dict)  # position -> reason
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]  # case-insensitive mapping in practice (CIMultiDict)
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    headers: dict[str, str]
+    expires_at: float = float("inf")  # time.time() seconds
+
+
+class Sender(Protocol):
+    """A destination that is not an HTTP API (warehouses). One outcome per event."""
+
+    async def start(self) -> None: ...
+
+    async def send(self, events: list[Event]) -> list[Outcome]: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Connector:
+    name: str  # the `type:` in config
+    display_name: str  # matched by the integrations object, e.g. "Google Analytics 4"
+    settings: type[ConnectorSettings]
+    limits: Limits
+    encode: Callable[[list[Event], Any], Encoded] | None = None
+    classify: Callable[[Response, Request], Outcome] | None = None
+    authenticate: Callable[[Any, Any], Awaitable[Credentials]] | None = None
+    sender: Callable[[Any], Sender] | None = None
+    rate_limit_per_s: float = 0.0  # default rate limit (0 = none); config may override
+    docs: str = ""  # identity / mapping notes rendered into the reference docs
+
+
+def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Parse ``Retry-After``: delta-seconds or an HTTP date. None when absent or bad."""
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def classify_http(response: Response, request: Request | None = None) -> Outcome:
+    """Segment / RudderStack / Vector rules: 2xx delivered; 408, 429 and 5xx except
+    501/505 retried (honouring Retry-After); any other status rejected."""
+    status = response.status
+    if 200 <= status < 300:
+        return DELIVERED
+    if status in (408, 429) or (status >= 500 and status not in (501, 505)):
+        return Retry(f"HTTP {status}", retry_after_s(response.headers))
+    return Rejected(f"HTTP {status}: {response.body[:200].decode('utf-8', 'replace')}")

@@ -1,0 +1,147 @@
+"""The HTTP sender: one aiohttp session per destination, the single I/O seam for every
+HTTP connector.
+
+``HttpSender.send(events)`` makes ONE attempt at a batch: encode, send each request,
+classify each response, resolve ``Split`` (halve and resend) and ``Partial``; it returns
+one outcome per event (Delivered, Retry or Rejected). Retrying, parking and dead
+letters are the worker's job, not this module's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+
+from destinations.base import Connector, Credentials, Encoded, Event, Request, Response, classify_http
+from router.delivery.outcome import (
+    DELIVERED,
+    Delivered,
+    Outcome,
+    Partial,
+    Rejected,
+    Retry,
+    Split,
+)
+
+
+class HttpSender:
+    def __init__(self, connector: Connector, settings: Any, *, concurrency: int = 4,
+                 timeout_s: float = 10.0) -> None:
+        assert connector.encode is not None
+        self.connector = connector
+        self.settings = settings
+        self.concurrency = concurrency
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.session: aiohttp.ClientSession | None = None
+        self.credentials: Credentials | None = None
+        self._auth_lock = asyncio.Lock()
+        self.on_response: Any = None  # callback(status: int, seconds: float) for metrics
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=max(2, self.concurrency * 2),
+                                         keepalive_timeout=30, ttl_dns_cache=300)
+        self.session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
+                                             auto_decompress=True)
+
+    async def close(self) -> None:
+        if self.session:
+            await self.session.close()
+            self.session = None
+
+    async def send(self, events: list[Event]) -> list[Outcome]:
+        outcomes: list[Outcome] = [DELIVERED] * len(events)
+        encoded = self._encode(events, list(range(len(events))))
+        await self._send_encoded(events, encoded, outcomes)
+        return outcomes
+
+    def _encode(self, events: list[Event], positions: list[int]) -> Encoded:
+        """Encode a subset of the batch; map its positions back to batch positions."""
+        assert self.connector.encode is not None
+        subset = events if len(positions) == len(events) else [events[p] for p in positions]
+        try:
+            encoded = self.connector.encode(subset, self.settings)
+        except Exception as exc:  # an encoder bug must not lose the batch
+            return Encoded(rejected={p: f"encode failed: {exc!r}" for p in positions})
+        if subset is not events:
+            for request in encoded.requests:
+                request.events = [positions[i] for i in request.events]
+            encoded.rejected = {positions[i]: r for i, r in encoded.rejected.items()}
+        return encoded
+
+    async def _send_encoded(self, events: list[Event], encoded: Encoded,
+                            outcomes: list[Outcome]) -> None:
+        for position, reason in encoded.rejected.items():
+            outcomes[position] = Rejected(reason)
+        requests = encoded.requests
+        if len(requests) == 1:
+            await self._send_one(events, requests[0], outcomes)
+        elif requests:
+            await asyncio.gather(*(self._send_one(events, r, outcomes) for r in requests))
+
+    async def _send_one(self, events: list[Event], request: Request,
+                        outcomes: list[Outcome]) -> None:
+        outcome = await self._attempt(request)
+        if isinstance(outcome, Retry) and outcome.reauth:
+            self.credentials = None  # e.g. Salesforce INVALID_SESSION_ID: refresh, try once more
+            outcome = await self._attempt(request)
+        if isinstance(outcome, Delivered):
+            return
+        if isinstance(outcome, Split):
+            if len(request.events) <= 1:
+                for p in request.events:
+                    outcomes[p] = Rejected(f"{outcome.reason} (a single event)")
+                return
+            half = len(request.events) // 2
+            for part in (request.events[:half], request.events[half:]):
+                await self._send_encoded(events, self._encode(events, part), outcomes)
+            return
+        if isinstance(outcome, Partial):
+            for i, reason in outcome.rejected.items():
+                outcomes[request.events[i]] = Rejected(reason)
+            for i, reason in outcome.retry.items():
+                outcomes[request.events[i]] = Retry(reason, outcome.after_s)
+            return
+        for p in request.events:
+            outcomes[p] = outcome
+
+    async def _attempt(self, request: Request) -> Outcome:
+        assert self.session is not None, "start() the sender first"
+        headers = request.headers
+        if self.connector.authenticate is not None:
+            try:
+                credentials = await self._credentials()
+            except Exception as exc:
+                return Retry(f"authentication failed: {exc}")
+            headers = {**headers, **credentials.headers}
+        started = time.perf_counter()
+        try:
+            async with self.session.request(request.method, request.url, data=request.body,
+                                            headers=headers) as resp:
+                body = await resp.read()
+                response = Response(resp.status, resp.headers, body)
+        except TimeoutError:
+            return Retry("timeout")
+        except (aiohttp.ClientError, OSError) as exc:
+            return Retry(f"connection error: {type(exc).__name__}")
+        if self.on_response is not None:
+            self.on_response(response.status, time.perf_counter() - started)
+        classify = self.connector.classify or classify_http
+        try:
+            return classify(response, request)
+        except Exception as exc:  # a classifier bug: be safe, retry rather than lose
+            return Retry(f"classify failed on HTTP {response.status}: {exc!r}")
+
+    async def _credentials(self) -> Credentials:
+        creds = self.credentials
+        if creds is not None and creds.expires_at - 60 > time.time():
+            return creds
+        async with self._auth_lock:
+            creds = self.credentials
+            if creds is None or creds.expires_at - 60 <= time.time():
+                assert self.connector.authenticate is not None and self.session is not None
+                creds = await self.connector.authenticate(self.session, self.settings)
+                self.credentials = creds
+            return creds

@@ -1,0 +1,89 @@
+"""The retry driver: re-drives one destination's parked events from its retry topic.
+
+It consumes ``<retry_topic_prefix>.<destination>`` in its own consumer group. A record
+that is not yet due (header ``not_before``) is not waited for in place: the driver seeks
+back to it, pauses that partition and resumes it when due, so polling (and the group
+heartbeat) never stops. A due record is decoded, routed through the destination's
+stages again and submitted to the same worker with its attempt history; the worker
+delivers it, re-parks it with a longer backoff, or dead-letters it after
+``max_retry_age_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from router.events import Invalid, decode
+from router.offsets import Envelope, Tracker
+from router.telemetry import DestinationStats
+
+ORIGIN_HEADERS = ("source_topic", "source_partition", "source_offset")
+
+
+def headers_of(record: Any) -> dict[str, str]:
+    return {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}
+
+
+class RetryDriver:
+    def __init__(self, destination: Any, tracker: Tracker, stats: DestinationStats,
+                 max_event_bytes: int) -> None:
+        self.destination = destination  # pipeline.Destination (route + worker)
+        self.tracker = tracker
+        self.stats = stats
+        self.max_event_bytes = max_event_bytes
+        self.resume_at: dict[TopicPartition, asyncio.TimerHandle] = {}
+
+    def intake(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Any]) -> None:
+        now = time.time()
+        due = []
+        for record in records:
+            headers = headers_of(record)
+            not_before = float(headers.get("not_before", 0) or 0)
+            if not_before > now:
+                self._wait(consumer, tp, record.offset, not_before - now)
+                break
+            due.append((record, headers))
+        if not due:
+            return
+        chunk = self.tracker.add(tp, due[0][0].offset, due[-1][0].offset, len(due))
+        dest = self.destination
+        worker = dest.worker
+        for record, headers in due:
+            env = Envelope(record.value, tp.topic, tp.partition, record.offset,
+                           record.timestamp, record.key, chunk, self.tracker)
+            env.attempts = int(headers.get("attempts", 0) or 0)
+            env.first_failure_at = float(headers.get("first_failure_at", 0) or 0) or now
+            env.origin = [(k, headers[k].encode()) for k in ORIGIN_HEADERS if k in headers]
+            env.pending = 1
+            event = decode(record.value, record.timestamp, self.max_event_bytes)
+            if isinstance(event, Invalid):
+                self._spawn(worker.outbox.dead_letter(
+                    [(env, f"{event.reason}: {event.detail}")], dest.cfg.name))
+                continue
+            routed = dest.route(event)
+            if type(routed) is str:
+                self.stats.filtered[routed] += 1
+                env.settle()
+                continue
+            worker.submit(env, routed)
+
+    def _wait(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int,
+              delay_s: float) -> None:
+        consumer.seek(tp, offset)
+        consumer.pause(tp)
+        if tp in self.resume_at:
+            self.resume_at[tp].cancel()
+
+        def resume() -> None:
+            self.resume_at.pop(tp, None)
+            if tp in consumer.assignment():
+                consumer.resume(tp)
+
+        self.resume_at[tp] = asyncio.get_running_loop().call_later(delay_s, resume)
+
+    def _spawn(self, coro: Any) -> None:
+        self.destination.worker._spawn(coro)

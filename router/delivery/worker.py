@@ -1,0 +1,244 @@
+"""One destination's delivery: batcher → sender → (inline retry | park | dead letter).
+
+    submit(env, event) ─► lane buffer ──(max_events | max_bytes | max_wait_ms)──► batch
+    batch ─► [circuit open or paused? park all] ─► sender.send() ─► per-event outcome
+        Delivered → settle      Rejected → dead letter      Retry → backoff, again
+        still failing after inline_retries (or a long Retry-After) → park in retry topic
+        older than max_retry_age_s → dead letter
+
+Lanes: with ``ordering: none`` there is one buffer and up to ``concurrency`` batches in
+flight. With ``ordering: per_user`` a user always maps to the same lane, a lane sends one
+batch at a time, and a user whose event was parked is *held*: their later events are
+parked behind it (same key, same retry partition) until the retry driver delivers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import zlib
+from typing import Any
+
+from router.config import DestinationBase
+from router.delivery.circuit import Circuit
+from router.delivery.outbox import Outbox
+from router.delivery.outcome import Delivered, Rejected, Retry
+from router.offsets import Envelope
+from router.telemetry import DestinationStats, logger
+
+log = logger("router.delivery")
+PARK_NOW_S = 30.0  # a server asking for a longer pause than this: park instead of waiting
+
+
+class RateLimiter:
+    """Token bucket; ``acquire()`` waits for the next slot. 0 = unlimited."""
+
+    def __init__(self, per_s: float) -> None:
+        self.interval = 1.0 / per_s if per_s > 0 else 0.0
+        self.next_at = 0.0
+
+    async def acquire(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        at = max(now, self.next_at)
+        self.next_at = at + self.interval
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
+class Lane:
+    __slots__ = ("buffer", "bytes", "gate", "timer")
+
+    def __init__(self, gate: asyncio.Semaphore) -> None:
+        self.buffer: list[tuple[Envelope, dict[str, Any]]] = []
+        self.bytes = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.gate = gate
+
+
+class Worker:
+    def __init__(self, cfg: DestinationBase, sender: Any, outbox: Outbox,
+                 stats: DestinationStats) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.sender = sender
+        self.outbox = outbox
+        self.stats = stats
+        d = cfg.delivery
+        self.per_user = d.ordering == "per_user"
+        lanes = d.concurrency if self.per_user else 1
+        shared = asyncio.Semaphore(d.concurrency)
+        self.lanes = [Lane(asyncio.Semaphore(1) if self.per_user else shared)
+                      for _ in range(lanes)]
+        self.max_events, self.max_bytes = cfg.max_events, cfg.max_bytes
+        self.max_wait_s = cfg.max_wait_ms / 1000
+        self.circuit = Circuit(d.circuit_failures, d.circuit_open_s, stats, cfg.name)
+        self.limiter = RateLimiter(cfg.rate_limit_per_s)
+        if hasattr(sender, "limiter"):
+            sender.limiter = self.limiter
+        self.held: dict[str, int] = {}  # per_user: user -> events parked and not yet delivered
+        self.paused = False
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # -- intake (hot path) ------------------------------------------------------------
+    def submit(self, env: Envelope, event: dict[str, Any]) -> None:
+        lanes = self.lanes
+        if len(lanes) == 1:
+            lane = lanes[0]
+        else:
+            user = str(event.get("userId") or event.get("anonymousId") or "")
+            if user in self.held:
+                self._spawn(self._park([(env, event)], "held behind an earlier parked event "
+                                       "of the same user (ordering: per_user)"))
+                return
+            lane = lanes[zlib.crc32(user.encode()) % len(lanes)]
+        lane.buffer.append((env, event))
+        lane.bytes += len(env.raw)
+        self.stats.in_flight += 1
+        if len(lane.buffer) >= self.max_events or lane.bytes >= self.max_bytes:
+            self._flush(lane)
+        elif lane.timer is None:
+            lane.timer = asyncio.get_running_loop().call_later(self.max_wait_s, self._flush, lane)
+
+    def _flush(self, lane: Lane) -> None:
+        if lane.timer is not None:
+            lane.timer.cancel()
+            lane.timer = None
+        if lane.buffer:
+            batch, lane.buffer, lane.bytes = lane.buffer, [], 0
+            self._spawn(self._send(lane, batch))
+
+    def flush_all(self) -> None:
+        for lane in self.lanes:
+            self._flush(lane)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- sending ----------------------------------------------------------------------
+    async def _send(self, lane: Lane, batch: list[tuple[Envelope, dict[str, Any]]]) -> None:
+        try:
+            async with lane.gate:
+                await self._deliver(batch)
+        except Exception:  # a bug here must not lose events: park them
+            log.exception("Delivery crashed; parking the batch.", destination=self.name)
+            await self._park(batch, "internal error")
+        finally:
+            self.stats.in_flight -= len(batch)
+
+    async def _deliver(self, batch: list[tuple[Envelope, dict[str, Any]]]) -> None:
+        if self.paused:
+            await self._park(batch, "destination paused by an operator")
+            return
+        if not self.circuit.allow():
+            await self._park(batch, "circuit open")
+            return
+        stats = self.stats
+        attempt = 0
+        pending = batch
+        while pending:
+            stats.batch_size.observe(len(pending))
+            await self.limiter.acquire()
+            outcomes = await self.sender.send([event for _, event in pending])
+            retry: list[tuple[Envelope, dict[str, Any]]] = []
+            rejected: list[tuple[Envelope, str]] = []
+            delivered = 0
+            after_s: float | None = None
+            reason = ""
+            now_ms = time.time() * 1000
+            e2e = stats.end_to_end
+            for item, outcome in zip(pending, outcomes, strict=True):
+                if type(outcome) is Delivered:
+                    delivered += 1
+                    e2e.observe(max(0.0, (now_ms - item[0].append_ms) / 1000))
+                    item[0].settle()
+                elif isinstance(outcome, Rejected):
+                    rejected.append((item[0], outcome.reason))
+                else:
+                    assert isinstance(outcome, Retry)
+                    retry.append(item)
+                    reason = outcome.reason
+                    if outcome.after_s is not None:
+                        after_s = max(after_s or 0.0, outcome.after_s)
+            stats.delivered += delivered
+            if delivered:
+                self._release_held(pending, outcomes)
+            if rejected:
+                stats.rejected += len(rejected)
+                stats.dead_lettered += len(rejected)
+                await self.outbox.dead_letter(rejected, self.name)
+            self.circuit.record(ok=not retry or delivered > 0)
+            if not retry:
+                return
+            attempt += 1
+            delay = after_s if after_s is not None else self.backoff(attempt)
+            if (attempt > self.cfg.delivery.inline_retries or delay > PARK_NOW_S
+                    or not self.circuit.allow()):
+                await self._park(retry, reason, attempts=attempt, after_s=after_s)
+                return
+            redriven = [item for item in retry if item[0].origin is not None]
+            if redriven:  # already had their inline budget: straight back to the retry topic
+                await self._park(redriven, reason, attempts=attempt, after_s=after_s)
+                retry = [item for item in retry if item[0].origin is None]
+                if not retry:
+                    return
+            stats.retried += len(retry)
+            await asyncio.sleep(delay)
+            pending = retry
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2^attempt))."""
+        d = self.cfg.delivery
+        return random.uniform(0, min(d.backoff_max_s, d.backoff_base_s * 2 ** (attempt - 1)))
+
+    def _release_held(self, items: list[tuple[Envelope, dict[str, Any]]],
+                      outcomes: list[Any]) -> None:
+        if not self.held:
+            return
+        for (env, event), outcome in zip(items, outcomes, strict=True):
+            if env.origin is not None and type(outcome) is Delivered:  # re-driven
+                user = str(event.get("userId") or event.get("anonymousId") or "")
+                left = self.held.get(user, 0) - 1
+                if left <= 0:
+                    self.held.pop(user, None)
+                else:
+                    self.held[user] = left
+
+    # -- parking ----------------------------------------------------------------------
+    async def _park(self, items: list[tuple[Envelope, dict[str, Any]]], error: str,
+                    attempts: int = 0, after_s: float | None = None) -> None:
+        now = time.time()
+        d = self.cfg.delivery
+        expired: list[tuple[Envelope, str]] = []
+        parked: list[Envelope] = []
+        for env, event in items:
+            env.attempts += attempts
+            if not env.first_failure_at:
+                env.first_failure_at = now
+            if now - env.first_failure_at >= d.max_retry_age_s:
+                expired.append((env, f"gave up after {env.attempts} attempts over "
+                                     f"{now - env.first_failure_at:.0f} s: {error}"))
+                continue
+            parked.append(env)
+            if self.per_user:
+                user = str(event.get("userId") or event.get("anonymousId") or "")
+                self.held[user] = self.held.get(user, 0) + 1
+        if expired:
+            self.stats.dead_lettered += len(expired)
+            await self.outbox.dead_letter(expired, self.name)
+        if parked:
+            wait = after_s if after_s is not None else self.backoff(max(1, parked[0].attempts))
+            self.stats.parked += len(parked)
+            await self.outbox.park(parked, self.name, error, now + max(wait, d.backoff_base_s))
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Flush every buffer and wait for in-flight batches; True if all finished."""
+        self.flush_all()
+        deadline = time.monotonic() + timeout_s
+        while self.tasks and time.monotonic() < deadline:
+            await asyncio.wait(set(self.tasks), timeout=deadline - time.monotonic())
+        return not self.tasks

@@ -1,0 +1,130 @@
+"""Decoding: Kafka bytes -> a Segment-spec event dict, or Invalid(reason).
+
+The event stays the plain dict orjson gives us; decode only checks what the spec
+requires and fills two fields every destination relies on:
+
+- ``messageId``: when absent, derived deterministically from the event's bytes
+  (``derived-<sha1>``) so a redelivered copy keeps its id and stays idempotent;
+- ``timestamp``: when absent, ``receivedAt - (sentAt - originalTimestamp)`` (Segment's
+  clock-skew correction), else ``originalTimestamp``, else ``receivedAt``, else the
+  Kafka append time.
+
+Timestamps stay ISO-8601 strings in the dict; ``parse_time`` turns one into a datetime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+TYPES = frozenset(("track", "identify", "page", "screen", "group", "alias"))
+TIME_FIELDS = ("timestamp", "sentAt", "receivedAt", "originalTimestamp")
+DEFAULT_MAX_EVENT_BYTES = 32 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    reason: str  # a short code: invalid_json, invalid_utf8, not_an_object, ...
+    detail: str
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO-8601 string (with Z or offset; naive is UTC) -> aware datetime, else None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def time_ms(event: dict[str, Any]) -> int:
+    """The event's ``timestamp`` in epoch milliseconds (decode guarantees it parses)."""
+    parsed = parse_time(event.get("timestamp"))
+    return int(parsed.timestamp() * 1000) if parsed else 0
+
+
+def user_key(event: dict[str, Any]) -> str:
+    """The identity used for ordering and partitioning: userId, else anonymousId."""
+    return str(event.get("userId") or event.get("anonymousId") or "")
+
+
+def decode(
+    raw: bytes | None,
+    append_time_ms: int | None = None,
+    max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+) -> dict[str, Any] | Invalid:
+    if raw is None:
+        return Invalid("empty", "the message has no value (a tombstone?)")
+    if len(raw) > max_bytes:
+        return Invalid("oversized", f"{len(raw)} bytes is over the {max_bytes}-byte limit")
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            return Invalid("invalid_utf8", str(uexc))
+        return Invalid("invalid_json", str(exc))
+    if not isinstance(event, dict):
+        return Invalid("not_an_object", f"expected a JSON object, got {type(event).__name__}")
+    problem = _check(event)
+    if problem is not None:
+        return problem
+    if not event.get("messageId"):
+        event["messageId"] = "derived-" + hashlib.sha1(raw).hexdigest()
+    if "timestamp" not in event:
+        event["timestamp"] = _infer_timestamp(event, append_time_ms)
+    return event
+
+
+def _check(event: dict[str, Any]) -> Invalid | None:
+    kind = event.get("type")
+    if kind not in TYPES:
+        return Invalid("unknown_type", f"type {kind!r} is not one of {sorted(TYPES)}")
+    user_id, anon_id = event.get("userId"), event.get("anonymousId")
+    if not user_id and not anon_id:
+        return Invalid("missing_identity", "neither userId nor anonymousId is set")
+    for name, value in (("userId", user_id), ("anonymousId", anon_id)):
+        if value is not None and not isinstance(value, str | int) or isinstance(value, bool):
+            return Invalid("wrong_type", f"{name} must be a string, got {type(value).__name__}")
+    message_id = event.get("messageId")
+    if message_id is not None and not isinstance(message_id, str):
+        return Invalid("wrong_type", f"messageId must be a string, got {type(message_id).__name__}")
+    if kind == "track" and not (isinstance(event.get("event"), str) and event["event"]):
+        return Invalid("missing_event", "a track call needs a non-empty string `event`")
+    if kind == "alias" and not event.get("previousId"):
+        return Invalid("missing_previous_id", "an alias call needs `previousId`")
+    for name in ("properties", "traits", "context", "integrations"):
+        value = event.get(name)
+        if value is not None and not isinstance(value, dict):
+            return Invalid("wrong_type", f"{name} must be an object, got {type(value).__name__}")
+    for name in TIME_FIELDS:
+        value = event.get(name)
+        if value is not None and parse_time(value) is None:
+            return Invalid("bad_timestamp", f"{name} {value!r} is not an ISO-8601 time")
+    return None
+
+
+def _infer_timestamp(event: dict[str, Any], append_time_ms: int | None) -> str:
+    received = parse_time(event.get("receivedAt"))
+    sent = parse_time(event.get("sentAt"))
+    original = parse_time(event.get("originalTimestamp"))
+    if received and sent and original:
+        return iso(received - (sent - original))
+    if original:
+        return iso(original)
+    if received:
+        return iso(received)
+    if append_time_ms:
+        return iso(datetime.fromtimestamp(append_time_ms / 1000, UTC))
+    return iso(datetime.now(UTC))

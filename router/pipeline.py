@@ -1,0 +1,130 @@
+"""The per-record hot path: decode → global stages → each destination's route → worker.
+
+``Pipeline.intake(tp, records)`` takes one partition's records from one fetch. It does
+no I/O and creates no task per event: workers buffer, and only a full or timed-out
+buffer spawns a send. Invalid input and tracking-plan blocks go to the dead-letter
+topic in one write per fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from router.config import Config, DestinationBase
+from router.delivery.outbox import Outbox
+from router.delivery.worker import Worker
+from router.events import Invalid, decode
+from router.offsets import Envelope, Tracker
+from router.stages.dedupe import Dedupe
+from router.stages.route import compile_route
+from router.stages.suppression import Suppression
+from router.stages.tracking_plan import Blocked, TrackingPlan
+from router.telemetry import DestinationStats, Stats
+
+
+@dataclass
+class Destination:
+    cfg: DestinationBase
+    route: Any  # event -> event | reason
+    worker: Worker
+    stats: DestinationStats
+
+
+def build_route(cfg: DestinationBase) -> Any:
+    return compile_route(name=cfg.name, display_name=cfg.connector.display_name,
+                         consent_categories=list(cfg.consent_categories), where=cfg.where,
+                         transforms=list(cfg.transforms))
+
+
+class Pipeline:
+    def __init__(self, config: Config, destinations: list[Destination], outbox: Outbox,
+                 stats: Stats, tracker: Tracker) -> None:
+        self.config = config
+        self.destinations = destinations
+        self.outbox = outbox
+        self.stats = stats
+        self.tracker = tracker
+        self.max_event_bytes = config.kafka.max_event_bytes
+        p = config.pipeline
+        self.dedupe = Dedupe(p.dedupe.window_s, p.dedupe.max_entries) if p.dedupe else None
+        self.suppression = Suppression(p.suppressed_users) if p.suppressed_users else None
+        plan = p.tracking_plan
+        self.plan = (TrackingPlan.from_file(plan.path, plan.unplanned, plan.violations)
+                     if plan else None)
+        self.background: set[asyncio.Task[None]] = set()
+
+    def intake(self, tp: Any, records: list[Any]) -> None:
+        if not records:
+            return
+        tracker = self.tracker
+        chunk = tracker.add(tp, records[0].offset, records[-1].offset, len(records))
+        stats = self.stats
+        stats.received += len(records)
+        topic, partition = tp.topic, tp.partition
+        max_bytes = self.max_event_bytes
+        dedupe, suppression, plan = self.dedupe, self.suppression, self.plan
+        destinations = self.destinations
+        now = time.time()
+        dead: list[tuple[Envelope, str]] = []
+        for record in records:
+            env = Envelope(record.value, topic, partition, record.offset, record.timestamp,
+                           record.key, chunk, tracker)
+            event = decode(record.value, record.timestamp, max_bytes)
+            if type(event) is Invalid:
+                stats.invalid[event.reason] += 1
+                env.pending = 1
+                dead.append((env, f"{event.reason}: {event.detail}"))
+                continue
+            assert isinstance(event, dict)
+            if event["messageId"].startswith("derived-"):
+                stats.derived_message_ids += 1
+            if suppression is not None and suppression.suppressed(event):
+                stats.dropped["suppressed"] += 1
+                self._settle_now(env)
+                continue
+            if dedupe is not None and dedupe.seen(event["messageId"], now):
+                stats.dropped["duplicate"] += 1
+                self._settle_now(env)
+                continue
+            if plan is not None:
+                checked = plan.check(event)
+                if isinstance(checked, Blocked):
+                    stats.dropped["tracking_plan"] += 1
+                    env.pending = 1
+                    dead.append((env, f"tracking_plan: {checked.reason}"))
+                    continue
+                event = checked
+            self.dispatch(env, event, destinations)
+        if dead:
+            self._spawn(self.outbox.dead_letter(dead))
+
+    def dispatch(self, env: Envelope, event: dict[str, Any],
+                 destinations: list[Destination]) -> None:
+        """Route one event to each destination; settle at once if none takes it."""
+        targets = []
+        for dest in destinations:
+            routed = dest.route(event)
+            if type(routed) is str:
+                dest.stats.filtered[routed] += 1
+            else:
+                targets.append((dest, routed))
+        if not targets:
+            self._settle_now(env)
+            return
+        env.pending = len(targets)
+        for dest, routed in targets:
+            dest.stats.routed += 1
+            dest.worker.submit(env, routed)
+
+    @staticmethod
+    def _settle_now(env: Envelope) -> None:
+        env.pending = 1
+        env.settle()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)

@@ -1,0 +1,191 @@
+"""Logs and metrics: one vocabulary (docs/metrics.md).
+
+The hot path increments plain Python integers (``Stats``); Prometheus reads them at
+scrape time through a custom collector, so counting costs nothing like a labelled
+``Counter.inc()`` per event. Histograms are small bucket arrays observed per batch.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import structlog
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000)
+
+
+def configure_logging(level: str = "info", stream: Any = None) -> None:
+    logging.basicConfig(level=level.upper(), stream=stream or sys.stderr, format="%(message)s")
+    for noisy in ("aiokafka", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def logger(name: str) -> Any:
+    return structlog.get_logger(name)
+
+
+class Histogram:
+    __slots__ = ("bounds", "counts", "total", "count")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float, n: int = 1) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += n
+        self.total += value * n
+        self.count += n
+
+    def quantile(self, q: float) -> float | None:
+        """Upper bound of the bucket holding the q-quantile (for the live page)."""
+        if not self.count:
+            return None
+        rank, seen = q * self.count, 0
+        for i, c in enumerate(self.counts):
+            seen += c
+            if seen >= rank:
+                return self.bounds[i] if i < len(self.bounds) else float("inf")
+        return float("inf")
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, c in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += c
+            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return out
+
+
+class DestinationStats:
+    """Counters for one destination; the worker and the stages bump the fields."""
+
+    def __init__(self) -> None:
+        self.routed = 0
+        self.delivered = 0
+        self.rejected = 0
+        self.retried = 0
+        self.parked = 0
+        self.dead_lettered = 0
+        self.filtered: defaultdict[str, int] = defaultdict(int)
+        self.requests: defaultdict[int, int] = defaultdict(int)  # by HTTP status (0 = error)
+        self.in_flight = 0
+        self.circuit = 0  # 0 closed, 1 half-open, 2 open
+        self.paused = 0
+        self.retry_backlog = 0
+        self.request_latency = Histogram(LATENCY_BUCKETS_S)
+        self.end_to_end = Histogram(LATENCY_BUCKETS_S)
+        self.batch_size = Histogram(BATCH_BUCKETS)
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.received = 0
+        self.invalid: defaultdict[str, int] = defaultdict(int)
+        self.dropped: defaultdict[str, int] = defaultdict(int)  # global stages
+        self.derived_message_ids = 0
+        self.dead_lettered = 0
+        self.in_flight: Callable[[], int] = lambda: 0
+        self.lag: dict[tuple[str, int], int] = {}
+        self.committed: dict[tuple[str, int], int] = {}
+        self.destinations: dict[str, DestinationStats] = {}
+
+    def destination(self, name: str) -> DestinationStats:
+        stats = self.destinations.get(name)
+        if stats is None:
+            stats = self.destinations[name] = DestinationStats()
+        return stats
+
+
+def _counter(name: str, doc: str, labels: list[str], rows: Any) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for label_values, value in rows:
+        family.add_metric(list(label_values), value)
+    return family
+
+
+def _gauge(name: str, doc: str, labels: list[str], rows: Any) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for label_values, value in rows:
+        family.add_metric(list(label_values), value)
+    return family
+
+
+class StatsCollector(Collector):
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Any]:  # noqa: C901 - one place lists the vocabulary
+        s = self.stats
+        d = s.destinations
+        yield _counter("router_received_events", "Events consumed from Kafka.", [],
+                       [((), s.received)])
+        yield _counter("router_invalid_events", "Events that failed decoding, by reason.",
+                       ["reason"], [((r,), v) for r, v in s.invalid.items()])
+        yield _counter("router_dropped_events", "Events dropped by a global stage.",
+                       ["reason"], [((r,), v) for r, v in s.dropped.items()])
+        yield _counter("router_derived_message_ids", "Events that arrived without messageId.",
+                       [], [((), s.derived_message_ids)])
+        yield _gauge("router_in_flight_events", "Consumed events not yet settled.", [],
+                     [((), s.in_flight())])
+        yield _gauge("router_consumer_lag", "Records behind the partition's end.",
+                     ["topic", "partition"],
+                     [((t, str(p)), v) for (t, p), v in s.lag.items()])
+        yield _gauge("router_committed_offset", "Last committed offset.",
+                     ["topic", "partition"],
+                     [((t, str(p)), v) for (t, p), v in s.committed.items()])
+        for field, doc in (("delivered", "Events the destination accepted."),
+                           ("rejected", "Events the destination refused (dead-lettered)."),
+                           ("retried", "Delivery attempts retried."),
+                           ("parked", "Events parked in the destination's retry topic."),
+                           ("dead_lettered", "Events dead-lettered for the destination.")):
+            yield _counter(f"router_{field}_events", doc, ["destination"],
+                           [((n,), getattr(x, field)) for n, x in d.items()])
+        yield _counter("router_filtered_events", "Events not sent to a destination, by reason.",
+                       ["destination", "reason"],
+                       [((n, r), v) for n, x in d.items() for r, v in x.filtered.items()])
+        yield _counter("router_requests", "Requests to a destination, by HTTP status "
+                       "(0 = connection error or timeout).", ["destination", "status"],
+                       [((n, str(c)), v) for n, x in d.items() for c, v in x.requests.items()])
+        yield _gauge("router_destination_in_flight", "Events queued or sending.",
+                     ["destination"], [((n,), x.in_flight) for n, x in d.items()])
+        yield _gauge("router_circuit_state", "0 closed, 1 half-open, 2 open.",
+                     ["destination"], [((n,), x.circuit) for n, x in d.items()])
+        yield _gauge("router_destination_paused", "1 when paused by an operator.",
+                     ["destination"], [((n,), x.paused) for n, x in d.items()])
+        yield _gauge("router_retry_backlog", "Records waiting in the retry topic.",
+                     ["destination"], [((n,), x.retry_backlog) for n, x in d.items()])
+        for field, name, doc in (
+                ("request_latency", "router_request_seconds", "Request latency."),
+                ("end_to_end", "router_end_to_end_seconds",
+                 "Kafka append time to delivered."),
+                ("batch_size", "router_batch_events", "Events per batch sent.")):
+            family = HistogramMetricFamily(name, doc, labels=["destination"])
+            for n, x in d.items():
+                h: Histogram = getattr(x, field)
+                family.add_metric([n], h.buckets(), h.total)
+            yield family
