@@ -3,6 +3,11 @@
 The signature is ``X-Signature: sha256=<hex HMAC-SHA256 of the body>`` with the shared
 secret, the convention GitHub and Segment webhooks use; receivers recompute it over the
 raw body.
+
+Partial failures: a receiver may answer 2xx or 207 with
+``{"errors": [{"index": 3, "reason": "...", "retryable": false}, ...]}``; the named
+events (by position in the array) are rejected, or retried when ``retryable`` is true,
+and the rest count as delivered. Any other body follows the default HTTP rules.
 """
 
 from __future__ import annotations
@@ -13,7 +18,17 @@ import hmac
 import orjson
 from pydantic import Field, SecretStr
 
-from destinations.base import Connector, ConnectorSettings, Encoded, Event, Limits, Request
+from destinations.base import (
+    Connector,
+    ConnectorSettings,
+    Encoded,
+    Event,
+    Limits,
+    Request,
+    Response,
+    classify_http,
+)
+from router.delivery.outcome import Outcome, Partial
 
 
 class Settings(ConnectorSettings):
@@ -35,10 +50,29 @@ def encode(events: list[Event], settings: Settings) -> Encoded:
     return Encoded([Request(settings.url, body, list(range(len(events))), headers)])
 
 
+def classify(response: Response, request: Request) -> Outcome:
+    outcome = classify_http(response, request)
+    if not (200 <= response.status < 300) or b'"errors"' not in response.body:
+        return outcome
+    try:
+        errors = orjson.loads(response.body).get("errors") or []
+    except (orjson.JSONDecodeError, AttributeError):
+        return outcome
+    rejected: dict[int, str] = {}
+    retry: dict[int, str] = {}
+    for error in errors:
+        index = error.get("index") if isinstance(error, dict) else None
+        if isinstance(index, int) and 0 <= index < len(request.events):
+            reason = str(error.get("reason") or "rejected by the receiver")
+            (retry if error.get("retryable") else rejected)[index] = reason
+    return Partial(rejected, retry) if rejected or retry else outcome
+
+
 CONNECTOR = Connector(
     name="webhook",
     display_name="Webhook",
     settings=Settings,
     limits=Limits(max_events=1000, max_bytes=5_000_000),
     encode=encode,
+    classify=classify,
 )

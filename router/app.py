@@ -10,19 +10,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from pydantic import SecretStr
 
 from router import config as config_mod
-from router import redact
+from router import redact, topics
 from router.config import Config, ConfigError, DestinationBase
 from router.delivery.http import HttpSender
 from router.delivery.outbox import Outbox
@@ -129,19 +126,8 @@ class Router:
         if not k.create_topics:
             return
         names = [k.dead_letter_topic, *(f"{k.retry_topic_prefix}.{d}" for d in destinations)]
-        admin = AIOKafkaAdminClient(**kafka_options(cfg))
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            missing = [n for n in names if n not in existing]
-            if missing:
-                await admin.create_topics([
-                    NewTopic(n, k.created_topic_partitions, k.created_topic_replication)
-                    for n in missing])
-        except TopicAlreadyExistsError:
-            pass
-        finally:
-            await admin.close()
+        await topics.ensure(kafka_options(cfg), names, k.created_topic_partitions,
+                            k.created_topic_replication)
 
     async def _add_destination(self, cfg: DestinationBase) -> Destination:
         assert self.outbox is not None
@@ -181,15 +167,15 @@ class Router:
             self.stats.committed[(tp.topic, tp.partition)] = offset
 
     # -- running ----------------------------------------------------------------------
-    async def run(self) -> None:
+    async def run(self, install_signals: bool = True) -> None:
         """Run until stop() (or SIGTERM/SIGINT); SIGHUP reloads the config."""
         if not self.started:
             await self.start()
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+        if install_signals:
             loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
             loop.add_signal_handler(signal.SIGINT, self.stopping.set)
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+            loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         assert self.source is not None
         self.tasks["input"] = loop.create_task(self.source.run())
         for name, retry_source in self.retry_sources.items():
@@ -208,6 +194,11 @@ class Router:
         finally:
             stop.cancel()
             await self.shutdown()
+
+    def _reload_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self.tasks[f"reload:{id(task)}"] = task
+        task.add_done_callback(lambda t: self.tasks.pop(f"reload:{id(t)}", None))
 
     async def _housekeeping(self) -> None:
         while True:
@@ -240,7 +231,8 @@ class Router:
             await dest.worker.drain(1.0)
         if self.pipeline is not None:
             await asyncio.gather(*self.pipeline.background, return_exceptions=True)
-        self.tasks.pop("housekeeping").cancel() if "housekeeping" in self.tasks else None
+        if "housekeeping" in self.tasks:
+            self.tasks.pop("housekeeping").cancel()
         if self.producer is not None:
             await self.producer.stop()
         for dest in self.destinations.values():

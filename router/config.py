@@ -250,10 +250,9 @@ def _strip_tags(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     out: list[Any] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part not in node and part in REGISTRY and not out[-1:] == [
-                "type"]:
-            continue
-        if isinstance(part, str) and part.startswith("function-") or part in ("str", "int"):
+        if isinstance(node, dict) and part not in node and part in REGISTRY:
+            continue  # the discriminator's tag, not a key in the file
+        if (isinstance(part, str) and part.startswith("function-")) or part in ("str", "int"):
             continue
         out.append(part)
         try:

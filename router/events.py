@@ -95,7 +95,7 @@ def _check(event: dict[str, Any]) -> Invalid | None:
     if not user_id and not anon_id:
         return Invalid("missing_identity", "neither userId nor anonymousId is set")
     for name, value in (("userId", user_id), ("anonymousId", anon_id)):
-        if value is not None and not isinstance(value, str | int) or isinstance(value, bool):
+        if (value is not None and not isinstance(value, str | int)) or isinstance(value, bool):
             return Invalid("wrong_type", f"{name} must be a string, got {type(value).__name__}")
     message_id = event.get("messageId")
     if message_id is not None and not isinstance(message_id, str):

@@ -10,12 +10,14 @@ it would fail decoding again.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from router import topics
 from router.config import Config
 from router.delivery.retry import headers_of
 
@@ -33,10 +35,11 @@ async def replay(config: Config, *, destination: str | None = None, since: str |
                                 enable_auto_commit=False)
     producer = AIOKafkaProducer(**kafka_options(config), acks="all")
     await consumer.start()
+    await asyncio.sleep(0)  # let aiokafka's no-group task start, or stop() raises
     counts: dict[str, Any] = {"scanned": 0, "replayed": 0, "skipped": 0, "by_destination": {}}
     try:
-        partitions = consumer.partitions_for_topic(k.dead_letter_topic) or set()
-        tps = [TopicPartition(k.dead_letter_topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(k.dead_letter_topic, p)
+               for p in await topics.partitions(kafka_options(config), k.dead_letter_topic)]
         if not tps:
             return counts
         consumer.assign(tps)

@@ -15,7 +15,15 @@ from typing import Any
 
 import aiohttp
 
-from destinations.base import Connector, Credentials, Encoded, Event, Request, Response, classify_http
+from destinations.base import (
+    Connector,
+    Credentials,
+    Encoded,
+    Event,
+    Request,
+    Response,
+    classify_http,
+)
 from router.delivery.outcome import (
     DELIVERED,
     Delivered,

@@ -28,11 +28,14 @@ class Failure:
 
 
 class FakeServer:
+    client_max_size = 64 * 1024 * 1024  # let vendor size limits, not aiohttp's 1 MiB, decide
+
     def __init__(self) -> None:
         self.received: list[Any] = []  # what the vendor accepted (vendor-specific items)
         self.requests: list[tuple[str, bytes]] = []  # every request: (path, body)
         self.failures: list[Failure] = []
-        self.app = web.Application(middlewares=[self._failure_middleware])
+        self.app = web.Application(middlewares=[self._failure_middleware],
+                                   client_max_size=self.client_max_size)
         self.routes(self.app)
         self._runner: web.AppRunner | None = None
         self.port = 0

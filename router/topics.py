@@ -1,0 +1,38 @@
+"""Topic administration: creating the router's own topics and listing partitions."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+
+async def ensure(options: dict[str, Any], names: list[str], partitions: int,
+                 replication: int) -> list[str]:
+    """Create the topics that do not exist yet; return the ones created."""
+    admin = AIOKafkaAdminClient(**options)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another replica won
+                await admin.create_topics([NewTopic(n, partitions, replication)
+                                           for n in missing])
+        return missing
+    finally:
+        await admin.close()
+
+
+async def partitions(options: dict[str, Any], topic: str) -> list[int]:
+    """The topic's partition ids; [] when it does not exist."""
+    admin = AIOKafkaAdminClient(**options)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for t in described if t["error_code"] == 0
+                  for p in t["partitions"])
