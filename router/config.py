@@ -201,7 +201,7 @@ def _destination_type() -> Any:
     return Annotated[
         Union[tagged],  # noqa: UP007 - built at run time from the registry
         Discriminator(_type_of, custom_error_type="unknown_destination_type",
-                      custom_error_message=f"type must be one of {sorted(REGISTRY)}"),
+                      custom_error_message=f"unknown connector; one of {sorted(REGISTRY)}"),
     ]
 
 
@@ -238,6 +238,8 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> Config:
 def _describe(err: Any, data: Any, lines: configfile.Lines) -> str:
     loc = _strip_tags(tuple(err["loc"]), data)
     message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "unknown_destination_type":
+        loc = (*loc, "type")
     if err["type"] == "extra_forbidden":
         message = "unknown key (not part of the config contract)"
     elif err["type"] == "missing":

@@ -1,0 +1,108 @@
+"""Bad config files each produce their specific message, with file and line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from router.config import ConfigError, load
+
+GOOD = """\
+kafka:
+  bootstrap_servers: 127.0.0.1:9092
+  topics: [events]
+destinations:
+  - name: hook
+    type: webhook
+    settings:
+      url: http://127.0.0.1:9/events
+"""
+
+CASES = [
+    ("unknown top-level key", GOOD + "extra: 1\n", 9, "extra: unknown key"),
+    ("unknown kafka key", GOOD.replace("  topics:", "  topicz: [x]\n  topics:"), 3,
+     "kafka.topicz: unknown key"),
+    ("unknown destination type", GOOD.replace("type: webhook", "type: webhok"), 6,
+     "destinations[0].type: unknown connector; one of"),
+    ("missing setting", GOOD.replace("      url: http://127.0.0.1:9/events\n", "      {}\n")
+     .replace("settings:\n      {}", "settings: {}"), 7,
+     "destinations[0].settings.url: required key is missing"),
+    ("unknown setting", GOOD + "      urll: x\n", 9, "destinations[0].settings.urll: unknown key"),
+    ("wrong type", GOOD.replace("topics: [events]", "topics: [events]\n  max_in_flight_events: "
+                                "lots"), 4, "kafka.max_in_flight_events: Input should be a "
+     "valid integer"),
+    ("bad FQL", GOOD + "    where: 'event = '\n", 9,
+     "destinations[0].where: FQL syntax error at position"),
+    ("batch above the connector limit", GOOD + "    batch: {max_events: 5000}\n", 5,
+     "batch.max_events 5000 is above the webhook limit of 1000"),
+    ("duplicate names", GOOD + GOOD.split("destinations:\n")[1], 1,
+     "destination name 'hook' is used twice"),
+    ("bad name", GOOD.replace("name: hook", "name: Hook One"), 5,
+     "destinations[0].name: String should match pattern"),
+    ("unset env var", GOOD.replace("http://127.0.0.1:9/events", "${NO_SUCH_VAR_XYZ}"), 8,
+     "environment variable NO_SUCH_VAR_XYZ is not set"),
+    ("invalid YAML", GOOD + "  - name: [unclosed\n", 10, "invalid YAML"),
+    ("duplicate key", GOOD.replace("  topics: [events]\n", "  topics: [events]\n  topics: [x]\n"),
+     4, "kafka.topics: the key is given twice"),
+    ("unknown transform", GOOD + "    transforms:\n      - uppercase: [event]\n", 10,
+     "destinations[0].transforms[0]"),
+]
+
+
+@pytest.mark.parametrize(("title", "text", "line", "message"), CASES, ids=[c[0] for c in CASES])
+def test_bad_config_names_file_line_and_key(tmp_path: Path, title: str, text: str, line: int,
+                                            message: str) -> None:
+    path = tmp_path / "router.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    problems = info.value.problems
+    assert any(message in p and p.startswith(f"{path}:{line}:") for p in problems), problems
+
+
+def test_env_interpolation_with_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "router.yaml"
+    path.write_text(GOOD.replace("127.0.0.1:9092", "${BOOT:-10.0.0.1:9092}")
+                    .replace("http://127.0.0.1:9/events", "${HOOK_URL}"))
+    config = load(path, env={"HOOK_URL": "http://x/y"})
+    assert config.kafka.bootstrap_servers == "10.0.0.1:9092"
+    assert config.destinations[0].settings.url == "http://x/y"
+
+
+def test_secrets_are_never_printed(tmp_path: Path) -> None:
+    path = tmp_path / "router.yaml"
+    path.write_text(GOOD.replace("url: http://127.0.0.1:9/events",
+                                 "url: http://127.0.0.1:9/events\n      secret: hunter2-sekret"))
+    config = load(path)
+    assert "hunter2-sekret" not in repr(config) and "hunter2-sekret" not in str(config)
+
+
+def test_validate_cli_exit_codes(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(GOOD)
+    bad.write_text(GOOD + "bogus: 1\n")
+    ok = subprocess.run([sys.executable, "-m", "router.cli", "validate", "-c", str(good)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "is valid" in ok.stdout
+    failed = subprocess.run([sys.executable, "-m", "router.cli", "validate", "-c", str(bad)],
+                            capture_output=True, text=True)
+    assert failed.returncode == 1 and f"{bad}:9: bogus: unknown key" in failed.stderr
+
+
+def test_every_example_config_validates() -> None:
+    examples = sorted(Path("config/examples").glob("*.yaml")) + [Path("config/router.yaml")]
+    assert examples
+    for path in examples:
+        load(path, env={})
+
+
+def test_schema_lists_every_connector() -> None:
+    from destinations import REGISTRY
+    from router.config import json_schema
+
+    text = str(json_schema())
+    for name in REGISTRY:
+        assert f"'{name}'" in text
