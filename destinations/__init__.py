@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from destinations import amplitude, mixpanel, webhook
+from destinations import amplitude, braze, ga4, hubspot, mixpanel, posthog, salesforce, webhook
 from destinations.base import Connector
 
 REGISTRY: dict[str, Connector] = {
@@ -11,5 +11,10 @@ REGISTRY: dict[str, Connector] = {
         webhook.CONNECTOR,
         amplitude.CONNECTOR,
         mixpanel.CONNECTOR,
+        ga4.CONNECTOR,
+        posthog.CONNECTOR,
+        hubspot.CONNECTOR,
+        braze.CONNECTOR,
+        salesforce.CONNECTOR,
     )
 }

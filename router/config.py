@@ -119,6 +119,9 @@ class DeliveryConfig(Frozen):
     max_retry_age_s: float = Field(14400, gt=0, description="Then the event is dead-lettered.")
     backoff_base_s: float = Field(0.5, gt=0, description="First backoff; doubles per attempt.")
     backoff_max_s: float = Field(600, gt=0, description="Cap on one backoff.")
+    park_backoff_s: float = Field(
+        30, gt=0, description="First wait in the retry topic; doubles each time an event "
+        "is re-parked, up to backoff_max_s.")
     circuit_failures: int = Field(5, ge=1, description="Consecutive failed batches that open "
                                   "the circuit (new events are parked directly).")
     circuit_open_s: float = Field(30, gt=0, description="Open time before a half-open probe.")

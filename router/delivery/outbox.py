@@ -61,7 +61,8 @@ class Outbox:
         self.stats.dead_lettered += len(writes)
 
     async def park(self, envs: Iterable[Envelope], destination: str, error: str,
-                   not_before: float) -> None:
+                   not_before: float) -> list[int]:
+        """Park in the retry topic; returns each record's offset there."""
         topic = self.retry_topic(destination)
         writes = []
         for env in envs:
@@ -71,14 +72,16 @@ class Outbox:
                 ("last_error", redact(error).encode()),
                 ("not_before", repr(not_before).encode()), *self.origin(env)]
             writes.append((env, topic, headers))
-        await self._write(writes)
+        return await self._write(writes)
 
     def origin(self, env: Envelope) -> Headers:
         """A record from a retry topic keeps the headers of its first source."""
         return env.origin or source_headers(env)
 
-    async def _write(self, writes: list[tuple[Envelope, str, Headers]]) -> None:
-        """Write every record, retrying failures, then settle each one once acked."""
+    async def _write(self, writes: list[tuple[Envelope, str, Headers]]) -> list[int]:
+        """Write every record, retrying failures, then settle each one once acked.
+        Returns the offsets written, in order."""
+        offsets = {id(w): -1 for w in writes}
         pending = writes
         delay = 0.2
         while pending:
@@ -95,6 +98,7 @@ class Outbox:
                 if isinstance(result, BaseException):
                     failed.append(write)
                 else:
+                    offsets[id(write)] = result.offset
                     write[0].settle()
             if failed:
                 log.warning("Writing to Kafka failed; retrying so no event is lost.",
@@ -103,6 +107,7 @@ class Outbox:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             pending = failed
+        return [offsets[id(w)] for w in writes]
 
 
 def _failed(exc: BaseException) -> asyncio.Future[None]:

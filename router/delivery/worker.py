@@ -22,6 +22,7 @@ from typing import Any
 
 from router.config import DestinationBase
 from router.delivery.circuit import Circuit
+from router.delivery.ordering import UserOrder, user_of
 from router.delivery.outbox import Outbox
 from router.delivery.outcome import Delivered, Rejected, Retry
 from router.offsets import Envelope
@@ -78,7 +79,7 @@ class Worker:
         self.limiter = RateLimiter(cfg.rate_limit_per_s)
         if hasattr(sender, "limiter"):
             sender.limiter = self.limiter
-        self.held: dict[str, int] = {}  # per_user: user -> events parked and not yet delivered
+        self.order = UserOrder() if self.per_user else None
         self.paused = False
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -88,12 +89,7 @@ class Worker:
         if len(lanes) == 1:
             lane = lanes[0]
         else:
-            user = str(event.get("userId") or event.get("anonymousId") or "")
-            if user in self.held:
-                self._spawn(self._park([(env, event)], "held behind an earlier parked event "
-                                       "of the same user (ordering: per_user)"))
-                return
-            lane = lanes[zlib.crc32(user.encode()) % len(lanes)]
+            lane = lanes[zlib.crc32(user_of(event).encode()) % len(lanes)]
         lane.buffer.append((env, event))
         lane.bytes += len(env.raw)
         self.stats.in_flight += 1
@@ -131,6 +127,13 @@ class Worker:
             self.stats.in_flight -= len(batch)
 
     async def _deliver(self, batch: list[tuple[Envelope, dict[str, Any]]]) -> None:
+        if self.order is not None:
+            wait, batch = self.order.split(batch)
+            if wait:
+                await self._park(wait, "behind an earlier parked event of the same user",
+                                 moved=True)
+            if not batch:
+                return
         if self.paused:
             await self._park(batch, "destination paused by an operator")
             return
@@ -165,8 +168,9 @@ class Worker:
                     if outcome.after_s is not None:
                         after_s = max(after_s or 0.0, outcome.after_s)
             stats.delivered += delivered
-            if delivered:
-                self._release_held(pending, outcomes)
+            if self.order is not None:
+                self.order.settled([item for item, outcome in zip(pending, outcomes, strict=True)
+                                    if type(outcome) is not Retry])
             if rejected:
                 stats.rejected += len(rejected)
                 stats.dead_lettered += len(rejected)
@@ -195,26 +199,22 @@ class Worker:
         d = self.cfg.delivery
         return random.uniform(0, min(d.backoff_max_s, d.backoff_base_s * 2 ** (attempt - 1)))
 
-    def _release_held(self, items: list[tuple[Envelope, dict[str, Any]]],
-                      outcomes: list[Any]) -> None:
-        if not self.held:
-            return
-        for (env, event), outcome in zip(items, outcomes, strict=True):
-            if env.origin is not None and type(outcome) is Delivered:  # re-driven
-                user = str(event.get("userId") or event.get("anonymousId") or "")
-                left = self.held.get(user, 0) - 1
-                if left <= 0:
-                    self.held.pop(user, None)
-                else:
-                    self.held[user] = left
+    def park_delay(self, attempts: int) -> float:
+        """Equal jitter over park_backoff_s doubling per re-park (attempts past the inline
+        budget), capped at backoff_max_s."""
+        d = self.cfg.delivery
+        parks = max(0, attempts - d.inline_retries - 1)
+        delay = min(d.backoff_max_s, d.park_backoff_s * 2 ** min(parks, 30))
+        return delay / 2 + random.uniform(0, delay / 2)
 
     # -- parking ----------------------------------------------------------------------
     async def _park(self, items: list[tuple[Envelope, dict[str, Any]]], error: str,
-                    attempts: int = 0, after_s: float | None = None) -> None:
+                    attempts: int = 0, after_s: float | None = None,
+                    moved: bool = False) -> None:
         now = time.time()
         d = self.cfg.delivery
         expired: list[tuple[Envelope, str]] = []
-        parked: list[Envelope] = []
+        parked: list[tuple[Envelope, dict[str, Any]]] = []
         for env, event in items:
             env.attempts += attempts
             if not env.first_failure_at:
@@ -222,18 +222,20 @@ class Worker:
             if now - env.first_failure_at >= d.max_retry_age_s:
                 expired.append((env, f"gave up after {env.attempts} attempts over "
                                      f"{now - env.first_failure_at:.0f} s: {error}"))
+                if self.order is not None:
+                    self.order.settled([(env, event)])
                 continue
-            parked.append(env)
-            if self.per_user:
-                user = str(event.get("userId") or event.get("anonymousId") or "")
-                self.held[user] = self.held.get(user, 0) + 1
+            parked.append((env, event))
         if expired:
             self.stats.dead_lettered += len(expired)
             await self.outbox.dead_letter(expired, self.name)
         if parked:
-            wait = after_s if after_s is not None else self.backoff(max(1, parked[0].attempts))
+            wait = after_s if after_s is not None else self.park_delay(parked[0][0].attempts)
             self.stats.parked += len(parked)
-            await self.outbox.park(parked, self.name, error, now + max(wait, d.backoff_base_s))
+            offsets = await self.outbox.park([env for env, _ in parked], self.name, error,
+                                             now + wait)
+            if self.order is not None:
+                self.order.parked(parked, offsets, failed=not moved)
 
     async def drain(self, timeout_s: float) -> bool:
         """Flush every buffer and wait for in-flight batches; True if all finished."""

@@ -13,8 +13,9 @@ Grammar (loosest binding first)::
 
 - **Paths** are dot-separated field names (`context.library.version`). As in Segment, a
   name character outside `a-z A-Z 0-9 _ -` is escaped with a backslash:
-  `properties.product\\ 1.price`, `properties.a\\.b`. A digit-only segment indexes a list
-  (`properties.items.0.sku`). A missing path is `null`.
+  `properties.product\\ 1.price`, `properties.a\\.b`; a path starts with a letter, `_` or
+  an escape. A digit-only segment indexes a list (`properties.items.0.sku`). A missing
+  path is `null`.
 - **Strings** use single or double quotes; `\\'`, `\\"` and `\\\\` are escapes, any other
   backslash is kept, so glob escapes such as `'ab\\*d'` reach `match` as written.
 - **Comparison** follows Segment: `=` is true only when both sides have the same type
@@ -46,10 +47,7 @@ from typing import Any
 Getter = Callable[[dict[str, Any]], Any]
 
 KEYWORDS = frozenset(("and", "or", "in", "true", "false", "null"))
-NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-COMPARE_OPS = ("!=", "<=", ">=", "=", "<", ">")
 FUNCTIONS = {"contains": 2, "match": 2, "length": 1, "lowercase": 1, "uppercase": 1, "typeof": 1}
-NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
 
 
 class FQLSyntaxError(ValueError):
@@ -72,88 +70,56 @@ def compile_fql(expr: str) -> Callable[[dict[str, Any]], bool]:
 
 # A token is (kind, value, position); kinds: str num path op punct end.
 Token = tuple[str, Any, int]
+_NAME = r"(?:[A-Za-z0-9_-]|\\.)+"
+TOKEN = re.compile(
+    rf"""(?:
+      (?P<str>'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*")
+    | (?P<num>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
+    | (?P<path>(?=[A-Za-z_\\]){_NAME}(?:\.{_NAME})*)
+    | (?P<op>!=|<=|>=|[=<>])
+    | (?P<punct>[!()\[\],])
+    )""",
+    re.VERBOSE | re.DOTALL,
+)
+NAME = re.compile(_NAME, re.DOTALL)
+ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+STRING_ESCAPE = re.compile(r"\\(['\"\\])")
+LEXICAL_ERRORS = {
+    "'": "unterminated string",
+    '"': "unterminated string",
+    ".": "empty field name in path",
+    "\\": "a backslash must escape a character",
+}
 
 
 def _tokenize(expr: str) -> list[Token]:
     tokens: list[Token] = []
     i, n = 0, len(expr)
-    while i < n:
-        c = expr[i]
-        if c.isspace():
+    while True:
+        while i < n and expr[i].isspace():
             i += 1
-        elif c in "'\"":
-            value, i2 = _read_string(expr, i)
-            tokens.append(("str", value, i))
-            i = i2
-        elif c.isdigit() or (c == "-" and i + 1 < n and expr[i + 1].isdigit()):
-            m = NUMBER.match(expr, i)
-            assert m is not None
-            text = m.group()
-            tokens.append(("num", float(text) if m.group(1) or m.group(2) else int(text), i))
-            i = m.end()
-        elif c in NAME_CHARS or c == "\\":
-            segments, escaped, i2 = _read_path(expr, i)
-            tokens.append(("path", (tuple(segments), escaped), i))
-            i = i2
-        elif expr.startswith(("!=", "<=", ">="), i):
-            tokens.append(("op", expr[i : i + 2], i))
-            i += 2
-        elif c in "=<>":
-            tokens.append(("op", c, i))
-            i += 1
-        elif c in "!()[],":
-            tokens.append(("punct", c, i))
-            i += 1
-        else:
-            raise FQLSyntaxError(f"unexpected character {c!r}", i, expr)
+        if i == n:
+            break
+        m = TOKEN.match(expr, i)
+        if m is None or m.lastgroup is None:
+            c = expr[i]
+            detail = LEXICAL_ERRORS.get(c, f"unexpected character {c!r}")
+            if c == "." and tokens and tokens[-1][0] == "num":
+                detail = "malformed number"
+            raise FQLSyntaxError(detail, i, expr)
+        kind, text = m.lastgroup, m.group(m.lastgroup)
+        value: Any = text
+        if kind == "str":
+            value = STRING_ESCAPE.sub(r"\1", text[1:-1])
+        elif kind == "num":
+            value = float(text) if any(c in text for c in ".eE") else int(text)
+        elif kind == "path":
+            names = NAME.findall(text)  # an unescaped dot never matches a name
+            value = (tuple(ESCAPED.sub(r"\1", name) for name in names), "\\" in text)
+        tokens.append((kind, value, i))
+        i = m.end()
     tokens.append(("end", None, n))
     return tokens
-
-
-def _read_string(expr: str, start: int) -> tuple[str, int]:
-    quote, out, i = expr[start], [], start + 1
-    while i < len(expr):
-        c = expr[i]
-        if c == "\\" and i + 1 < len(expr):
-            nxt = expr[i + 1]
-            out.append(nxt if nxt in "'\"\\" else c + nxt)
-            i += 2
-        elif c == quote:
-            return "".join(out), i + 1
-        else:
-            out.append(c)
-            i += 1
-    raise FQLSyntaxError("unterminated string", start, expr)
-
-
-def _read_path(expr: str, start: int) -> tuple[list[str], bool, int]:
-    segments: list[str] = []
-    current: list[str] = []
-    escaped = False
-    i, n = start, len(expr)
-    while i < n:
-        c = expr[i]
-        if c == "\\":
-            if i + 1 >= n:
-                raise FQLSyntaxError("a backslash must escape a character", i, expr)
-            current.append(expr[i + 1])
-            escaped = True
-            i += 2
-        elif c in NAME_CHARS:
-            current.append(c)
-            i += 1
-        elif c == ".":
-            if not current:
-                raise FQLSyntaxError("empty field name in path", i, expr)
-            segments.append("".join(current))
-            current = []
-            i += 1
-        else:
-            break
-    if not current:
-        raise FQLSyntaxError("empty field name in path", i, expr)
-    segments.append("".join(current))
-    return segments, escaped, i
 
 
 # --- parser: recursive descent straight to closures -----------------------------------

@@ -244,7 +244,7 @@ class _Edit:
         if owned is None:
             owned = self._owned = {}
         elif id(node) in owned:
-            return node  # type: ignore[no-any-return]
+            return node
         copy: dict[str, Any] = node.copy() if type(node) is dict else {}
         owned[id(copy)] = copy
         return copy

@@ -1,0 +1,299 @@
+"""The delivery engine on the real broker: classification, retry topic, dead letters,
+isolation, backpressure, partial failures, per-user ordering, drain and replay."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from router.config import Config
+from router.demo import generate
+from router.replay import replay
+from tests.fakes.base import FakeServer, respond
+from tests.fakes.webhook import WebhookSink
+from tests.integration.harness import (
+    committed,
+    config_dict,
+    end_offsets,
+    eventually,
+    headers,
+    produce,
+    read_all,
+    running,
+    spawn,
+    webhook,
+    write_config,
+)
+
+pytestmark = pytest.mark.kafka
+FAST = {"inline_retries": 2, "backoff_base_s": 0.01, "backoff_max_s": 600,
+        "park_backoff_s": 300, "circuit_failures": 100}
+
+
+class Scripted(FakeServer):
+    """Answers every request with one fixed status (and headers); counts requests."""
+
+    def __init__(self, status: int, hdrs: dict[str, str] | None = None,
+                 reset: bool = False) -> None:
+        self.status, self.hdrs, self.reset = status, hdrs or {}, reset
+        super().__init__()
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/events", self.handle)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self.reset:
+            assert request.transport is not None
+            request.transport.abort()  # connection reset mid-request
+            return web.Response()
+        return respond(self.status, {"status": self.status}, self.hdrs)
+
+
+@pytest.mark.parametrize(("status", "hdrs", "attempts", "fate"), [
+    (200, {}, 1, "delivered"),
+    (400, {}, 1, "dead"),
+    (401, {}, 1, "dead"),
+    (403, {}, 1, "dead"),
+    (408, {}, 3, "parked"),
+    (413, {}, 1, "dead"),
+    (422, {}, 1, "dead"),
+    (429, {}, 3, "parked"),
+    (429, {"Retry-After": "1"}, 3, "parked"),
+    (429, {"Retry-After": "120"}, 1, "parked"),  # longer than worth waiting inline
+    (500, {}, 3, "parked"),
+    (501, {}, 1, "dead"),
+    (503, {}, 3, "parked"),
+    (0, {}, 3, "parked"),  # connection reset
+])
+async def test_classification_attempts_and_fate(kafka_bootstrap: str, make_topic: Any,
+                                                status: int, hdrs: dict[str, str],
+                                                attempts: int, fate: str) -> None:
+    topic = await make_topic()
+    event = next(generate(1, seed=status))
+    await produce(kafka_bootstrap, topic, [event])
+    async with Scripted(status, hdrs, reset=status == 0) as server:
+        cfg = config_dict(kafka_bootstrap, topic, [
+            webhook("hook", f"{server.url}/events", delivery=FAST)])
+        started = time.monotonic()
+        async with running(cfg) as router:
+            stats = router.stats.destinations["hook"]
+            await eventually(lambda: stats.delivered + stats.dead_lettered + stats.parked, 20)
+            ends = await end_offsets(kafka_bootstrap, topic)
+
+            async def settled() -> bool:
+                got = await committed(kafka_bootstrap, cfg["kafka"]["group_id"], topic)
+                return got == ends
+
+            await eventually(settled, 20)
+        took = time.monotonic() - started
+    assert len(server.requests) == attempts
+    dead = await read_all(kafka_bootstrap, f"{topic}.dlq")
+    parked = await read_all(kafka_bootstrap, f"{topic}.retry.hook")
+    assert {"delivered": (0, 0), "dead": (1, 0), "parked": (0, 1)}[fate] == (
+        len(dead), len(parked))
+    if fate == "dead":
+        h = headers(dead[0])
+        assert h["destination"] == "hook" and f"HTTP {status}" in h["reason"]
+        assert h["source_topic"] == topic and h["source_offset"] == "0"
+    if fate == "parked":
+        h = headers(parked[0])
+        assert int(h["attempts"]) == attempts and float(h["not_before"]) > time.time() - 60
+        assert h["last_error"] and float(h["first_failure_at"]) > 0
+    if hdrs.get("Retry-After") == "1":
+        assert took >= 2.0  # waited as told, twice
+
+
+async def test_rejected_event_is_dead_lettered_before_the_commit_passes_it(
+        kafka_bootstrap: str, make_topic: Any) -> None:
+    topic = await make_topic()
+    events = list(generate(20, seed=11))
+    bad = events[9]["messageId"]
+    async with WebhookSink() as sink:
+        sink.reject_ids.add(bad)
+        cfg = config_dict(kafka_bootstrap, topic, [
+            {**webhook("hook", f"{sink.url}/events"), "batch": {"max_events": 1,
+                                                               "max_wait_ms": 0}}])
+        async with running(cfg):
+            await produce(kafka_bootstrap, topic, events)
+            group = cfg["kafka"]["group_id"]
+            seen_commit = False
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                offset = (await committed(kafka_bootstrap, group, topic)).get(0)
+                if offset is not None and offset > 9:
+                    dead = await read_all(kafka_bootstrap, f"{topic}.dlq")
+                    assert [r.offset for r in dead] == [0]
+                    assert bad in dead[0].value.decode()
+                    seen_commit = True
+                    break
+                await asyncio.sleep(0.02)
+            assert seen_commit
+    assert sorted(sink.ids) == sorted(e["messageId"] for e in events if e["messageId"] != bad)
+
+
+async def test_partial_batch_rejects_exactly_the_named_events(kafka_bootstrap: str,
+                                                              make_topic: Any) -> None:
+    topic = await make_topic()
+    events = list(generate(10, seed=12))
+    rejected = {events[2]["messageId"], events[7]["messageId"]}
+    async with WebhookSink() as sink:
+        sink.reject_ids |= rejected
+        cfg = config_dict(kafka_bootstrap, topic, [
+            {**webhook("hook", f"{sink.url}/events"), "batch": {"max_events": 10,
+                                                               "max_wait_ms": 2000}}])
+        async with running(cfg) as router:
+            await produce(kafka_bootstrap, topic, events)
+            stats = router.stats.destinations["hook"]
+            await eventually(lambda: stats.delivered == 8 and stats.dead_lettered == 2, 20)
+        dead = await read_all(kafka_bootstrap, f"{topic}.dlq")
+    assert len(sink.requests) == 1  # one batch of ten
+    assert sorted(sink.ids) == sorted(e["messageId"] for e in events
+                                      if e["messageId"] not in rejected)
+    assert {r.value.decode() for r in dead} == {
+        v.decode() for v in [__import__("orjson").dumps(e) for e in events]
+        if any(m in v.decode() for m in rejected)}
+    assert all(headers(r)["reason"] == "rejected by test" for r in dead)
+
+
+async def test_one_dead_destination_does_not_stall_the_others(kafka_bootstrap: str,
+                                                              make_topic: Any) -> None:
+    topic = await make_topic(partitions=3)
+    events = list(generate(3000, seed=13))
+    async with WebhookSink() as a, WebhookSink() as b, WebhookSink() as c:
+        outage_s = 60.0
+        c.down_until = asyncio.get_running_loop().time() + outage_s
+        fast = {"inline_retries": 1, "backoff_base_s": 0.05, "backoff_max_s": 4.0,
+                "park_backoff_s": 1.0, "circuit_failures": 3, "circuit_open_s": 2.0}
+        cfg = config_dict(kafka_bootstrap, topic, [
+            webhook("a", f"{a.url}/events"), webhook("b", f"{b.url}/events"),
+            webhook("c", f"{c.url}/events", delivery=fast)],
+            max_in_flight_events=2000, fetch_max_records=500)
+        async with running(cfg) as router:
+            started = time.monotonic()
+            peak = 0
+
+            async def watch() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, router.tracker.in_flight)
+                    await asyncio.sleep(0.01)
+
+            watcher = asyncio.create_task(watch())
+            await produce(kafka_bootstrap, topic, events)
+            want = {e["messageId"] for e in events}
+            await a.wait_for(lambda: set(a.ids) >= want, 30)
+            await b.wait_for(lambda: set(b.ids) >= want, 30)
+            healthy_done = time.monotonic() - started
+            assert healthy_done < outage_s / 2, "the healthy destinations waited on the dead one"
+            assert router.stats.destinations["c"].parked > 0
+            await c.wait_for(lambda: set(c.ids) >= want, outage_s + 60)
+            watcher.cancel()
+        assert peak <= 2000 + 500  # the cap plus at most one fetch
+    assert set(c.ids) == want and len(c.received) >= len(want)
+
+
+async def test_backpressure_pauses_and_resumes_without_losing_the_group(
+        kafka_bootstrap: str, make_topic: Any) -> None:
+    topic = await make_topic(partitions=2)
+    events = list(generate(1500, seed=14))
+    async with WebhookSink(delay_s=0.2) as slow:
+        cfg = config_dict(kafka_bootstrap, topic, [
+            {**webhook("slow", f"{slow.url}/events", delivery={"concurrency": 1}),
+             "batch": {"max_events": 50, "max_wait_ms": 10}}],
+            max_in_flight_events=200, fetch_max_records=100)
+        async with running(cfg) as router:
+            peak = 0
+
+            async def watch() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, router.tracker.in_flight)
+                    await asyncio.sleep(0.005)
+
+            watcher = asyncio.create_task(watch())
+            await produce(kafka_bootstrap, topic, events)
+            await slow.wait_for(lambda: len(set(slow.ids)) >= len(events), 60)
+            watcher.cancel()
+            assert router.source is not None
+            pauses = router.source.pause_count
+            assert not router.source.backpressured or router.tracker.in_flight > 0
+    assert pauses >= 2, "never paused"
+    assert peak <= 200 + 100, peak
+    assert len(slow.received) == len(events)  # once each: no rebalance re-delivered anything
+
+
+async def test_per_user_order_survives_a_transient_failure(kafka_bootstrap: str,
+                                                           make_topic: Any) -> None:
+    topic = await make_topic(partitions=2)
+    events = []
+    for i in range(40):
+        for user in ("alice", "bob", "carol"):
+            events.append({"type": "track", "event": f"Step {i}", "userId": user,
+                           "messageId": f"{user}-{i:03d}"})
+    async with WebhookSink() as sink:
+        sink.down_until = asyncio.get_running_loop().time() + 3.0
+        cfg = config_dict(kafka_bootstrap, topic, [
+            {**webhook("ordered", f"{sink.url}/events"),
+             "batch": {"max_events": 5, "max_wait_ms": 10},
+             "delivery": {"ordering": "per_user", "concurrency": 3, "inline_retries": 1,
+                          "backoff_base_s": 0.2, "backoff_max_s": 1.0,
+                          "park_backoff_s": 0.5, "circuit_open_s": 1.0}}])
+        async with running(cfg):
+            await produce(kafka_bootstrap, topic, events)
+            await sink.wait_for(lambda: len(set(sink.ids)) >= len(events), 60)
+    for user in ("alice", "bob", "carol"):
+        got = [e["messageId"] for e in sink.received if e["userId"] == user]
+        assert got == sorted(got), f"{user}'s events arrived out of order: {got}"
+
+
+async def test_sigterm_mid_batch_then_restart_delivers_all_without_duplicates(
+        kafka_bootstrap: str, make_topic: Any, tmp_path: Path) -> None:
+    topic = await make_topic(partitions=2)
+    events = list(generate(3000, seed=15))
+    async with WebhookSink(delay_s=0.05) as sink:
+        cfg = config_dict(kafka_bootstrap, topic, [
+            {**webhook("hook", f"{sink.url}/events"),
+             "batch": {"max_events": 100, "max_wait_ms": 20}}])
+        path = write_config(tmp_path / "router.yaml", cfg)
+        log = tmp_path / "router.log"
+        proc = spawn(path, log)
+        await produce(kafka_bootstrap, topic, events)
+        await sink.wait_for(lambda: len(sink.received) >= 500, 60)
+        proc.terminate()  # SIGTERM: drain, commit, exit 0
+        assert await asyncio.to_thread(proc.wait, 60) == 0, log.read_text()[-2000:]
+        assert len(sink.received) < len(events)
+        proc = spawn(path, log)
+        try:
+            await sink.wait_for(lambda: len(set(sink.ids)) >= len(events), 60)
+            await asyncio.sleep(1.0)  # anything re-delivered would arrive now
+        finally:
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, 60)
+    assert sorted(sink.ids) == sorted(e["messageId"] for e in events)  # no duplicates
+
+
+async def test_replay_redrives_dead_letters_once_the_destination_is_healthy(
+        kafka_bootstrap: str, make_topic: Any) -> None:
+    topic = await make_topic()
+    events = list(generate(30, seed=16))
+    async with WebhookSink() as sink:
+        sink.reject_ids |= {e["messageId"] for e in events[:10]}
+        cfg = config_dict(kafka_bootstrap, topic, [webhook("hook", f"{sink.url}/events")])
+        async with running(cfg) as router:
+            await produce(kafka_bootstrap, topic, events)
+            stats = router.stats.destinations["hook"]
+            await eventually(lambda: stats.dead_lettered == 10 and stats.delivered == 20, 20)
+            sink.reject_ids.clear()  # the destination is fixed
+            config = Config.model_validate(cfg)
+            preview = await replay(config, destination="hook", dry_run=True)
+            assert preview["replayed"] == 10 and preview["dry_run"]
+            counts = await replay(config, destination="hook")
+            assert counts["replayed"] == 10 and counts["by_destination"] == {"hook": 10}
+            await sink.wait_for(lambda: len(set(sink.ids)) == 30, 30)
+        assert len(await read_all(kafka_bootstrap, f"{topic}.dlq")) == 10  # left as it was
+    assert sorted(sink.ids) == sorted(e["messageId"] for e in events)
