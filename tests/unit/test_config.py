@@ -93,7 +93,7 @@ def test_validate_cli_exit_codes(tmp_path: Path) -> None:
 
 
 def test_every_example_config_validates() -> None:
-    examples = sorted(Path("config/examples").glob("*.yaml")) + [Path("config/router.yaml")]
+    examples = [*sorted(Path("config/examples").glob("*.yaml")), Path("config/router.yaml")]
     assert examples
     for path in examples:
         load(path, env={})

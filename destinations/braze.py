@@ -1,0 +1,239 @@
+"""Braze: identify -> user attributes, track -> custom events, purchase events -> one
+purchase per product, all through ``POST /users/track`` (≤ 75 objects per request).
+
+Braze reports per-object errors as ``{"input_array": "events", "index": 3}``. Each event
+becomes objects of ONE array, in event order, so an index maps back to its event: one
+object per attribute/event, and a purchase group shares identity, time and order_id (two
+adjacent orders that would share them go to separate requests).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from pydantic import Field, SecretStr
+
+from destinations import base
+from destinations.base import Connector, ConnectorSettings, Encoded, Event, Limits, Request
+from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Retry, Split
+from router.events import iso, parse_time
+
+MAX_OBJECTS = 75  # attributes + events + purchases per request (documented)
+ARRAYS = ("attributes", "events", "purchases")
+STANDARD = {"firstName": "first_name", "lastName": "last_name", "email": "email",
+            "phone": "phone", "address.city": "home_city", "address.country": "country",
+            "avatar": "image_url"}
+
+
+class Settings(ConnectorSettings):
+    api_key: SecretStr = Field(description="REST API key with `users.track` permission.")
+    rest_endpoint: str = Field("https://rest.iad-01.braze.com",
+                               description="Your instance's REST endpoint.")
+    alias_label: str | None = Field(
+        None, description="Send users without a userId as `user_alias` {alias_name: "
+        "anonymousId, alias_label: this}; unset = such events are rejected.")
+    attribute_map: dict[str, str] = Field(
+        default_factory=lambda: dict(STANDARD),
+        description="Identify trait path (dotted) -> Braze standard attribute.")
+    custom_attributes: bool = Field(
+        True, description="Send traits not in `attribute_map` as custom attributes.")
+    purchase_events: list[str] = Field(
+        default_factory=lambda: ["Order Completed"],
+        description="Track events logged as purchases, one per `properties.products` item.")
+    default_currency: str = Field("USD", description="Currency when the event has none.")
+
+
+def _get(obj: Any, path: str) -> Any:
+    for key in path.split("."):
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
+
+
+def _identity(event: Event, settings: Settings) -> dict[str, Any] | str:
+    if event.get("userId"):
+        return {"external_id": str(event["userId"])}
+    if settings.alias_label and event.get("anonymousId"):
+        alias = {"alias_name": str(event["anonymousId"]), "alias_label": settings.alias_label}
+        return {"user_alias": alias, "_update_existing_only": False}  # create alias users
+    return ("no userId: Braze identifies users by external_id; set settings.alias_label to "
+            "send anonymous users as user aliases")
+
+
+def _attributes(event: Event, settings: Settings) -> dict[str, Any]:
+    traits = event.get("traits") or {}
+    found: dict[str, Any] = {}
+    if settings.custom_attributes:
+        mapped = {path.split(".")[0] for path in settings.attribute_map}
+        found.update((k, v) for k, v in traits.items() if k not in mapped)
+    for path, name in settings.attribute_map.items():
+        if (value := _get(traits, path)) is not None:
+            found[name] = value
+    if isinstance(birthday := traits.get("birthday"), str) and len(birthday) >= 10:
+        found["dob"] = birthday[:10]  # Braze wants YYYY-MM-DD
+        found.pop("birthday", None)
+    return found
+
+
+def _purchases(event: Event, settings: Settings, when: str) -> list[dict[str, Any]] | str:
+    properties = event.get("properties") or {}
+    currency = str(properties.get("currency") or settings.default_currency).upper()
+    found: list[dict[str, Any]] = []
+    for n, product in enumerate(properties.get("products") or []):
+        product_id = product.get("product_id") or product.get("sku")
+        price, quantity = product.get("price"), product.get("quantity", 1)
+        if not product_id or not isinstance(price, int | float) or isinstance(price, bool):
+            return (f"product {n} has no product_id or numeric price: Braze purchases need "
+                    "product_id, currency and price")
+        if not isinstance(quantity, int) or not 1 <= quantity <= 100:
+            return f"product {n} quantity {quantity!r}: Braze takes integers from 1 to 100"
+        extra = {k: v for k, v in product.items() if k not in ("product_id", "price",
+                                                               "quantity")}
+        found.append({"product_id": str(product_id), "currency": currency,
+                      "price": price, "quantity": quantity, "time": when,
+                      "properties": {**extra, "order_id": properties.get("order_id")}})
+    return found
+
+
+def _objects(event: Event, settings: Settings) -> tuple[str, list[dict[str, Any]]] | str:
+    """The array this event goes to and its objects, or the reason Braze would refuse it."""
+    identity = _identity(event, settings)
+    if isinstance(identity, str):
+        return identity
+    parsed = parse_time(event.get("timestamp"))
+    when = iso(parsed) if parsed else ""
+    kind = event.get("type")
+    if kind == "identify":
+        return "attributes", [{**identity, **_attributes(event, settings)}]
+    if kind != "track":
+        return f"Braze takes identify and track calls, not {kind}: filter with `where`"
+    if event["event"] in settings.purchase_events and (event.get("properties") or {}).get(
+            "products"):
+        purchases = _purchases(event, settings, when)
+        if isinstance(purchases, str):
+            return purchases
+        return "purchases", [{**identity, **p} for p in purchases]
+    return "events", [{**identity, "name": event["event"], "time": when,
+                       "properties": event.get("properties") or {}}]
+
+
+def _group_key(purchase: dict[str, Any]) -> bytes:
+    """Purchases of one event share identity, time and order_id."""
+    return orjson.dumps([purchase.get("external_id"), purchase.get("user_alias"),
+                         purchase["time"], purchase["properties"].get("order_id")])
+
+
+def encode(events: list[Event], settings: Settings) -> Encoded:
+    out = Encoded()
+    headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}",
+               "Content-Type": "application/json"}
+    url = settings.rest_endpoint.rstrip("/") + "/users/track"
+    arrays: dict[str, list[Any]] = {name: [] for name in ARRAYS}
+    held: dict[str, list[int]] = {name: [] for name in ARRAYS}
+
+    def flush() -> None:
+        if any(held.values()):
+            body = orjson.dumps({k: v for k, v in arrays.items() if v})
+            out.requests.append(Request(url, body, [p for k in ARRAYS for p in held[k]],
+                                        headers))
+        for name in ARRAYS:
+            arrays[name], held[name] = [], []
+
+    for position, event in enumerate(events):
+        found = _objects(event, settings)
+        if isinstance(found, str):
+            out.rejected[position] = found
+            continue
+        array, objects = found
+        if len(objects) > MAX_OBJECTS:
+            out.rejected[position] = f"{len(objects)} purchases: over Braze's {MAX_OBJECTS}"
+            continue
+        ambiguous = (array == "purchases" and arrays["purchases"]
+                     and _group_key(arrays["purchases"][-1]) == _group_key(objects[0]))
+        if ambiguous or sum(map(len, arrays.values())) + len(objects) > MAX_OBJECTS:
+            flush()
+        arrays[array] += objects
+        held[array].append(position)
+    flush()
+    return out
+
+
+def _position(body: dict[str, Any], array: str, index: int) -> int | None:
+    """Map Braze's (input_array, index) back to an index into ``request.events``."""
+    if array not in ARRAYS or not 0 <= index < len(body.get(array) or []):
+        return None
+    offset = sum(len(body.get(name) or []) for name in ARRAYS[:ARRAYS.index(array)])
+    if array != "purchases":
+        return offset + index
+    purchases = body["purchases"]
+    groups = sum(_group_key(purchases[i]) != _group_key(purchases[i - 1])
+                 for i in range(1, index + 1))
+    return offset + groups
+
+
+def classify(response: base.Response, request: Request) -> Outcome:
+    status, headers = response.status, response.headers
+    data = orjson.loads(response.body) if response.body[:1] == b"{" else {}
+    errors = [e for e in data.get("errors") or [] if isinstance(e, dict)]
+    if 200 <= status < 300 and not errors:
+        return DELIVERED
+    if errors and (200 <= status < 300 or status == 400):
+        sent = orjson.loads(request.body)
+        rejected: dict[int, str] = {}
+        for error in errors:
+            position = _position(sent, str(error.get("input_array")), int(error.get("index", -1)))
+            if position is not None:
+                rejected[position] = f"Braze: {error.get('type', 'invalid object')}"
+        if status == 400:  # nothing was processed: resend the objects Braze did not name
+            retry = {i: "resent without the invalid objects" for i in range(len(request.events))
+                     if i not in rejected}
+            return Partial(rejected=rejected, retry=retry)
+        return Partial(rejected=rejected)
+    reason = f"Braze HTTP {status}: {str(data.get('message', ''))[:300]}"
+    if status == 401:
+        return Rejected("Braze rejected the API key (401): check settings.api_key")
+    if status == 429:
+        reset = headers.get("X-RateLimit-Reset", "")
+        after = max(0.0, float(reset) - time.time()) if reset.isdigit() else None
+        return Retry("Braze rate limit (429)", after or base.retry_after_s(headers))
+    if status in (400, 413) and len(request.events) > 1:
+        return Split(reason)
+    if status in (400, 403, 404):
+        return Rejected(reason)
+    return base.classify_http(response, request)
+
+
+CONNECTOR = Connector(
+    name="braze",
+    display_name="Braze",
+    settings=Settings,
+    limits=Limits(max_events=MAX_OBJECTS, max_bytes=4_000_000),
+    encode=encode,
+    classify=classify,
+    rate_limit_per_s=900.0,  # /users/track: 3,000 requests per 3 s per workspace
+    docs="""
+**Identity.** A Braze user is keyed by `external_id` = the Segment **userId**. An event
+with no userId is sent as a **user alias** (`user_alias: {alias_name: anonymousId,
+alias_label: settings.alias_label}`, with `_update_existing_only: false` so Braze creates
+the alias-only user) when `alias_label` is set; otherwise it is rejected in encode ("no
+userId: Braze identifies users by external_id …"). When both ids are present only the
+external_id is sent (aliases are not merged into the identified user). Email is an
+attribute (`traits.email` → `email`), never the identity.
+
+**Mapping.** identify → one attributes object: `attribute_map` (defaults firstName →
+first_name, lastName → last_name, email, phone, address.city → home_city,
+address.country → country, avatar → image_url), `birthday` → `dob` (YYYY-MM-DD), other
+traits as custom attributes unless `custom_attributes: false`. track → one event object
+(`name`, `time` ISO-8601 from the event timestamp, `properties`). Events listed in
+`purchase_events` (default Order Completed) with `properties.products` → one purchase per
+product (`product_id` or `sku`, `price`, `quantity` 1 to 100, `currency` from the event or
+`default_currency`, other product fields and `order_id` as properties); a product without
+product_id or numeric price rejects the event. page, screen, group and alias calls are
+rejected (filter them with `where`).
+
+**Errors.** ≤ 75 objects per request. A 201 with `errors` rejects only the named objects'
+events; a 400 with `errors` rejects those and resends the rest. 401 → rejected ("check
+settings.api_key"); 429 → retried at `X-RateLimit-Reset` (epoch seconds).
+""",
+)

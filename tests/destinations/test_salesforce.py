@@ -1,0 +1,265 @@
+"""Salesforce connector: external-id upserts, client-credentials auth, per-record results."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from multidict import CIMultiDict
+
+from destinations.base import Request, Response
+from destinations.salesforce import CONNECTOR, Settings, authenticate, classify, encode
+from router.delivery.http import HttpSender
+from router.delivery.outcome import DELIVERED, Partial, Rejected, Retry, Split
+from tests.destinations.samples import FULL, MINIMAL
+from tests.fakes.salesforce import SalesforceFake
+
+API = "https://acme.my.salesforce.com/services/data/v62.0"
+
+
+def settings(**overrides: Any) -> Settings:
+    values = {"instance_url": "https://acme.my.salesforce.com", "client_id": "cid",
+              "client_secret": "csecret"}
+    return Settings(**{**values, **overrides})
+
+
+def identify(user: str | None, **traits: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "identify", "messageId": f"m-{user}",
+                             "timestamp": "2026-11-20T10:00:00.000Z", "traits": traits}
+    if user:
+        event["userId"] = user
+    return event
+
+
+def lead(user: str, **traits: Any) -> dict[str, Any]:
+    return identify(user, lastName="L", company={"name": "C"}, **traits)
+
+
+def body(request: Request) -> Any:
+    return orjson.loads(request.body)
+
+
+def response(status: int, payload: Any = b"") -> Response:
+    raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return Response(status, CIMultiDict(), raw)
+
+
+# --- encode ------------------------------------------------------------------------------
+
+
+def test_minimal_events() -> None:
+    encoded = encode(MINIMAL, settings())
+    [request] = encoded.requests
+    assert (request.method, request.url) == ("PATCH",
+                                             f"{API}/composite/sobjects/Lead/External_Id__c")
+    assert request.headers == {"Content-Type": "application/json"}  # token added by the engine
+    assert request.events == [1]
+    assert body(request) == {"allOrNone": False, "records": [
+        {"attributes": {"type": "Lead"}, "External_Id__c": "user-00001"}]}
+    assert "track_object" in encoded.rejected[0] and "not page" in encoded.rejected[2]
+
+
+def test_full_identify_maps_lead_fields() -> None:
+    [request] = encode([FULL[2]], settings()).requests
+    assert body(request)["records"] == [{
+        "attributes": {"type": "Lead"}, "External_Id__c": "user-00042",
+        "Email": "Ada.Lovelace@example.com", "FirstName": "Ada", "LastName": "Lovelace",
+        "Phone": "+44 20 7946 0000", "Company": "Analytical Engines"}]
+
+
+def test_contact_defaults_have_no_company_and_mailing_address() -> None:
+    event = lead("u1", address={"city": "London"})
+    [request] = encode([event], settings(sobject="Contact")).requests
+    assert request.url.endswith("/composite/sobjects/Contact/External_Id__c")
+    assert body(request)["records"] == [{"attributes": {"type": "Contact"},
+                                         "External_Id__c": "u1", "LastName": "L",
+                                         "MailingCity": "London"}]
+
+
+def test_missing_identifier_is_rejected_in_encode() -> None:
+    encoded = encode([identify(None, email="a@x.io")], settings())
+    assert encoded.rejected[0] == ("identify without a userId: Salesforce upserts Lead by "
+                                   "External_Id__c")
+    by_email = settings(external_id_from="email", external_id_field="Email__c")
+    [request] = encode([identify(None, email=" A@X.io ")], by_email).requests
+    assert body(request)["records"][0]["Email__c"] == "a@x.io"
+    assert "without an email" in encode([identify("u1")], by_email).rejected[0]
+
+
+def test_one_record_per_key_and_the_groups_header() -> None:
+    events = [lead("u1", firstName="Old"), lead("u2"), identify("u1", firstName="New")]
+    [request] = encode(events, settings()).requests
+    assert request.events == [0, 2, 1]
+    assert request.headers["X-Router-Record-Events"] == "2,1"
+    records = body(request)["records"]
+    assert [r["External_Id__c"] for r in records] == ["u1", "u2"]
+    assert records[0]["FirstName"] == "New" and records[0]["LastName"] == "L"
+
+
+def test_records_are_chunked_at_200() -> None:
+    encoded = encode([lead(f"u{i}") for i in range(250)], settings())
+    assert [len(r.events) for r in encoded.requests] == [200, 50]
+
+
+def test_track_inserts_the_configured_object() -> None:
+    custom = settings(track_object="Task", track_values={"Status": "Completed"},
+                      track_field_map={"event": "Subject", "properties.order_id":
+                                       "Description"}, track_relationship="Who")
+    [request] = encode([FULL[0]], custom).requests
+    assert (request.method, request.url) == ("POST", f"{API}/composite/sobjects")
+    assert body(request) == {"allOrNone": False, "records": [{
+        "attributes": {"type": "Task"}, "Subject": "Order Completed",
+        "Description": "ord-1001", "Status": "Completed",
+        "Who": {"attributes": {"type": "Lead"}, "External_Id__c": "user-00042"}}]}
+
+
+# --- classify ----------------------------------------------------------------------------
+
+
+def test_classify_per_record_results() -> None:
+    request = Request("u", b"", [0, 1, 2, 3], {"X-Router-Record-Events": "2,1,1"})
+    ok = {"id": "1", "success": True, "errors": [], "created": True}
+    missing = {"success": False, "errors": [{"statusCode": "REQUIRED_FIELD_MISSING",
+                                             "message": "Required fields are missing",
+                                             "fields": ["LastName"]}]}
+    locked = {"success": False, "errors": [{"statusCode": "UNABLE_TO_LOCK_ROW",
+                                            "message": "unable to obtain exclusive access"}]}
+    assert classify(response(200, [ok, ok, ok]), request) is DELIVERED
+    outcome = classify(response(200, [missing, ok, locked]), request)
+    assert isinstance(outcome, Partial)
+    assert set(outcome.rejected) == {0, 1} and "REQUIRED_FIELD_MISSING" in outcome.rejected[0]
+    assert "LastName" in outcome.rejected[0]
+    assert set(outcome.retry) == {3}
+    outcome = classify(response(200, [ok]), Request("u", b"", [0, 1]))
+    assert isinstance(outcome, Partial) and set(outcome.retry) == {1}  # no result for it
+
+
+def test_classify_statuses() -> None:
+    two, one = Request("u", b"", [0, 1]), Request("u", b"", [0])
+    expired = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
+    outcome = classify(response(401, expired), two)
+    assert isinstance(outcome, Retry) and outcome.reauth
+    limit = [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+    outcome = classify(response(403, limit), two)
+    assert isinstance(outcome, Retry) and outcome.after_s == 3600.0 and not outcome.reauth
+    bad = [{"message": "No such column 'Foo'", "errorCode": "INVALID_FIELD"}]
+    assert isinstance(classify(response(400, bad), two), Split)
+    outcome = classify(response(400, bad), one)
+    assert isinstance(outcome, Rejected) and "INVALID_FIELD" in outcome.reason
+    assert isinstance(classify(response(403, [{"errorCode": "INSUFFICIENT_ACCESS"}]), two),
+                      Rejected)
+    assert isinstance(classify(response(404, [{"errorCode": "NOT_FOUND"}]), two), Rejected)
+    assert isinstance(classify(response(503, b"down"), two), Retry)
+    assert isinstance(classify(response(500, b""), two), Retry)
+
+
+# --- auth and end to end against the fake ------------------------------------------------
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[SalesforceFake]:
+    async with SalesforceFake() as server:
+        yield server  # type: ignore[misc]
+
+
+def fake_settings(fake: SalesforceFake, **overrides: Any) -> Settings:
+    return settings(instance_url=fake.url, **overrides)
+
+
+async def test_authenticate_issues_a_bearer_token(fake: SalesforceFake) -> None:
+    async with aiohttp.ClientSession() as session:
+        credentials = await authenticate(session, fake_settings(fake))
+        assert credentials.headers["Authorization"].startswith("Bearer 00Dfake!")
+        assert abs(credentials.expires_at - (time.time() + 3600)) < 5
+        with pytest.raises(RuntimeError, match="invalid_client"):
+            await authenticate(session, fake_settings(fake, client_secret="nope"))
+        with pytest.raises(RuntimeError, match="set it to that URL"):
+            await authenticate(session, settings(login_url=fake.url,
+                                                 instance_url="https://other.example"))
+
+
+async def send(fake: SalesforceFake, events: list[dict[str, Any]],
+               sender: HttpSender | None = None, **overrides: Any) -> list[Any]:
+    own = sender is None
+    sender = sender or HttpSender(CONNECTOR, fake_settings(fake, **overrides))
+    if own:
+        await sender.start()
+    try:
+        return await sender.send(events)
+    finally:
+        if own:
+            await sender.close()
+
+
+async def test_e2e_upserts_and_per_record_rejections(fake: SalesforceFake) -> None:
+    events = [lead("u1", firstName="Ann"), identify("u2", firstName="NoName"),
+              identify("u1", email="ann@x.io"), identify("u2", lastName="Still no company")]
+    outcomes = await send(fake, events)
+    assert outcomes[0] is DELIVERED and outcomes[2] is DELIVERED
+    for i in (1, 3):  # one merged record: both of its events share its fate
+        assert isinstance(outcomes[i], Rejected)
+        assert "REQUIRED_FIELD_MISSING" in outcomes[i].reason and "Company" in outcomes[i].reason
+    assert fake.records["Lead"] == {"u1": {"External_Id__c": "u1", "LastName": "L",
+                                           "Company": "C", "FirstName": "Ann",
+                                           "Email": "ann@x.io"}}
+    # an update of an existing lead needs no LastName / Company
+    assert await send(fake, [identify("u1", title="CTO")]) == [DELIVERED]
+    assert fake.records["Lead"]["u1"]["Title"] == "CTO"
+
+
+async def test_e2e_locked_row_is_retried_only_for_its_event(fake: SalesforceFake) -> None:
+    fake.record_errors["u2"] = "UNABLE_TO_LOCK_ROW"
+    outcomes = await send(fake, [lead("u1"), lead("u2")])
+    assert outcomes[0] is DELIVERED and isinstance(outcomes[1], Retry)
+    assert await send(fake, [lead("u2")]) == [DELIVERED]
+
+
+async def test_e2e_expired_session_reauthenticates_once(fake: SalesforceFake) -> None:
+    sender = HttpSender(CONNECTOR, fake_settings(fake))
+    await sender.start()
+    try:
+        assert await send(fake, [lead("u1")], sender) == [DELIVERED]
+        fake.expire_tokens()
+        assert await send(fake, [lead("u2")], sender) == [DELIVERED]
+    finally:
+        await sender.close()
+    assert fake.token_requests == 2
+    assert set(fake.records["Lead"]) == {"u1", "u2"}
+
+
+async def test_e2e_bad_credentials_are_retried_not_lost(fake: SalesforceFake) -> None:
+    [outcome] = await send(fake, [lead("u1")], client_secret="wrong")
+    assert isinstance(outcome, Retry) and "invalid_client" in outcome.reason
+    assert fake.received == []
+
+
+async def test_e2e_track_tasks_link_to_leads(fake: SalesforceFake) -> None:
+    custom = {"track_object": "Task", "track_relationship": "Who",
+              "track_values": {"Status": "Completed"}}
+    assert await send(fake, [lead("user-00042")]) == [DELIVERED]
+    stranger = {**FULL[1], "userId": "nobody"}
+    outcomes = await send(fake, [FULL[0], stranger], **custom)
+    assert outcomes[0] is DELIVERED  # an unknown lead may be upserted later: retried
+    assert isinstance(outcomes[1], Retry) and "Foreign key external ID" in outcomes[1].reason
+    [task] = [r for verb, _, r in fake.received if verb == "create"]
+    assert task["Subject"] == "Order Completed" and task["Status"] == "Completed"
+
+
+async def test_e2e_unknown_field_is_isolated_by_splitting(fake: SalesforceFake) -> None:
+    events = [lead("u1"), lead("u2", plan="pro"), lead("u3")]
+    field_map = {"lastName": "LastName", "company.name": "Company", "plan": "Plan__c"}
+    outcomes = await send(fake, events, field_map=field_map)
+    assert outcomes[0] is DELIVERED and outcomes[2] is DELIVERED
+    assert isinstance(outcomes[1], Rejected) and "No such column 'Plan__c'" in outcomes[1].reason
+
+
+async def test_e2e_server_errors_are_retried(fake: SalesforceFake) -> None:
+    fake.fail_next(503, [{"errorCode": "SERVER_UNAVAILABLE", "message": "down"}],
+                   path="/services/data/v62.0/composite/sobjects/Lead/External_Id__c")
+    [outcome] = await send(fake, [lead("u1")])
+    assert isinstance(outcome, Retry)
+    assert fake.received == []
