@@ -258,7 +258,8 @@ async def test_sigterm_mid_batch_then_restart_delivers_all_without_duplicates(
     async with WebhookSink(delay_s=0.05) as sink:
         cfg = config_dict(kafka_bootstrap, topic, [
             {**webhook("hook", f"{sink.url}/events"),
-             "batch": {"max_events": 100, "max_wait_ms": 20}}])
+             "batch": {"max_events": 100, "max_wait_ms": 20}}],
+            max_in_flight_events=300, fetch_max_records=100)
         path = write_config(tmp_path / "router.yaml", cfg)
         log = tmp_path / "router.log"
         proc = spawn(path, log)
