@@ -125,7 +125,8 @@ class Router:
         k = cfg.kafka
         if not k.create_topics:
             return
-        names = [k.dead_letter_topic, *(f"{k.retry_topic_prefix}.{d}" for d in destinations)]
+        names = [*k.topics, k.dead_letter_topic,
+                 *(f"{k.retry_topic_prefix}.{d}" for d in destinations)]
         await topics.ensure(kafka_options(cfg), names, k.created_topic_partitions,
                             k.created_topic_replication)
 

@@ -52,7 +52,7 @@ class KafkaConfig(Frozen):
         "earliest", description="Where a new consumer group starts.")
     client_id: str = Field("event-router", description="Kafka client id.")
     create_topics: bool = Field(
-        True, description="Create the dead-letter and retry topics when missing.")
+        True, description="Create the input, dead-letter and retry topics when missing.")
     created_topic_partitions: int = Field(6, ge=1, description="Partitions of created topics.")
     created_topic_replication: int = Field(
         1, ge=1, description="Replication factor of created topics (use 3 in production).")

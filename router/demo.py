@@ -76,7 +76,10 @@ def key_of(event: dict[str, Any]) -> bytes:
     return str(event.get("userId") or event.get("anonymousId") or "").encode()
 
 
-async def produce(config: Config, topic: str, lines: list[bytes], demo: int = 0) -> int:
+async def produce(config: Config, topic: str, lines: list[bytes], demo: int = 0,
+                  seed: int | None = None) -> int:
+    """Publish NDJSON lines as they are, then ``demo`` generated events (a fresh random
+    seed unless given, so repeated demo runs are not dropped as duplicates)."""
     from router.app import kafka_options
 
     producer = AIOKafkaProducer(**kafka_options(config), acks="all", linger_ms=10)
@@ -91,7 +94,7 @@ async def produce(config: Config, topic: str, lines: list[bytes], demo: int = 0)
                 except orjson.JSONDecodeError:
                     key = None  # published as-is: the router dead-letters it with a reason
                 futures.append(await producer.send(topic, line.strip(), key=key))
-        for event in generate(demo):
+        for event in generate(demo, seed=random.randrange(2**32) if seed is None else seed):
             futures.append(await producer.send(topic, orjson.dumps(event), key=key_of(event)))
         for future in futures:
             await future
