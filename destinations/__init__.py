@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from destinations import amplitude, braze, ga4, hubspot, mixpanel, posthog, salesforce, webhook
+from destinations import (
+    amplitude,
+    bigquery,
+    braze,
+    duckdb_wh,
+    ga4,
+    hubspot,
+    mixpanel,
+    postgres,
+    posthog,
+    salesforce,
+    webhook,
+)
 from destinations.base import Connector
 
 REGISTRY: dict[str, Connector] = {
@@ -16,5 +28,8 @@ REGISTRY: dict[str, Connector] = {
         hubspot.CONNECTOR,
         braze.CONNECTOR,
         salesforce.CONNECTOR,
+        postgres.CONNECTOR,
+        duckdb_wh.CONNECTOR,
+        bigquery.CONNECTOR,
     )
 }

@@ -185,7 +185,7 @@ def destination_models() -> dict[str, type[DestinationBase]]:
     models: dict[str, type[DestinationBase]] = {}
     for name, connector in REGISTRY.items():
         model = create_model(  # type: ignore[call-overload]
-            f"{connector.settings.__module__.rsplit('.', 1)[-1].title()}Destination",
+            f"{name.title().replace('_', '')}Destination",
             __base__=DestinationBase,
             type=(Literal[name], Field(description="The connector.")),
             settings=(connector.settings, Field(description=f"{connector.display_name} settings.")),

@@ -100,7 +100,7 @@ async def main(events: int, once: bool) -> int:
                 path = dest.settings.path  # type: ignore[attr-defined]
                 print(f"DuckDB warehouse: {path} — query it with "
                       f"`python -c \"import duckdb; print(duckdb.connect('{path}', "
-                      f"read_only=True).sql('select event, count(*) from events.tracks "
+                      f"read_only=True).sql('select event, count(*) from analytics.tracks "
                       f"group by 1'))\"` after stopping")
         print("router log: data/router.log")
         if once:

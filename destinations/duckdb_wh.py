@@ -1,0 +1,225 @@
+"""DuckDB: an embedded file database holding Segment's warehouse schema, with the same
+tables, names, types and semantics as the PostgreSQL connector (``warehouse_schema``).
+
+(The module is ``duckdb_wh`` so that it never shadows the ``duckdb`` library; the
+connector type is ``duckdb``.)
+
+DuckDB is synchronous: each sender owns one connection and runs every batch in a worker
+thread, one batch at a time. A batch creates or widens what it needs, then loads each
+table with one ``INSERT ... SELECT ... FROM read_json(<temp file>) ON CONFLICT (id) DO
+NOTHING`` (``users``: an upsert) — one bulk statement per table, in one transaction.
+On a data error the batch is bisected, each part in its own transaction (DuckDB has no
+savepoints; the inserts are idempotent, so parts that loaded stay loaded), and only the
+offending events are rejected. Any other error (the file is locked, the disk is full)
+retries the whole batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import orjson
+from pydantic import Field
+
+from destinations.base import Connector, ConnectorSettings, Event, Limits
+from destinations.warehouse_schema import (
+    BIGINT,
+    BOOLEAN,
+    DOUBLE,
+    TEXT,
+    TIMESTAMP,
+    ColumnType,
+    Known,
+    Misfit,
+    Row,
+    Tables,
+    batch_rows,
+    catalog_type,
+    columnar,
+    ddl,
+    insert_sql,
+    merge_users,
+    namespace,
+    outcomes,
+    quote,
+    widen_sql,
+)
+from router.delivery.outcome import Outcome
+
+log = logging.getLogger(__name__)
+
+TYPES = {BOOLEAN: "BOOLEAN", BIGINT: "BIGINT", DOUBLE: "DOUBLE",
+         TIMESTAMP: "TIMESTAMP WITH TIME ZONE", TEXT: "VARCHAR"}
+# A value DuckDB refuses (conversion, range, constraint), or one that does not fit a
+# column that could not widen.
+DATA_ERRORS = (duckdb.DataError, duckdb.IntegrityError, Misfit)
+TRANSIENT = (duckdb.Error, OSError)
+CANNOT_WIDEN = (duckdb.DependencyException, duckdb.NotImplementedException,
+                duckdb.ConversionException)
+
+
+class Settings(ConnectorSettings):
+    path: str = Field("data/events.duckdb", description="The database file; created (with "
+                      "its directory) when missing. Only one process may write to it.")
+    schema_name: str = Field("events", alias="schema", description="Schema the tables live "
+                             "in (Segment uses one per source); created when missing.")
+    max_columns: int = Field(1000, ge=20, le=10_000, description="Columns per table at most; "
+                             "new properties beyond it are left out of the row, which still "
+                             "loads.")
+    event_tables: bool = Field(True, description="Also load each track into its own "
+                               "per-event table (`order_completed`), as Segment does.")
+
+
+class DuckDBSender:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.schema = settings.schema_name
+        self.ns = namespace(self.schema)  # with the catalog once connected
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.known = Known(settings.max_columns)
+        self._lock = asyncio.Lock()  # one batch at a time on the one connection
+
+    async def start(self) -> None:
+        async with self._lock:
+            try:
+                await asyncio.to_thread(self._connect)
+            except TRANSIENT as exc:  # e.g. another process holds the file: retry later
+                log.warning("DuckDB %s cannot be opened yet (%s); batches will retry.",
+                            self.settings.path, exc)
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self.con is not None:
+                await asyncio.to_thread(self.con.close)
+                self.con = None
+
+    async def send(self, events: list[Event]) -> list[Outcome]:
+        async with self._lock:
+            return await asyncio.to_thread(self._send, events)
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        Path(self.settings.path).parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(self.settings.path)
+        # Qualify with the catalog: the file events.duckdb is a catalog named "events".
+        [(catalog,)] = con.execute("SELECT current_database()").fetchall()
+        self.ns = namespace(catalog, self.schema)
+        self.con = con
+        return con
+
+    def _send(self, events: list[Event]) -> list[Outcome]:
+        tables, rejected = batch_rows(events, datetime.now(UTC), self.settings.event_tables)
+        try:
+            if tables:
+                con = self.con or self._connect()
+                self._evolve(con, tables)
+                bad = self._load_batch(con, tables)
+                rejected.update((p, f"DuckDB refused the row: {r}") for p, r in bad.items())
+        except TRANSIENT as exc:
+            self.known.columns = None  # read the catalogue again on the next batch
+            return outcomes(len(events), rejected, f"DuckDB: {type(exc).__name__}: {exc}")
+        return outcomes(len(events), rejected)
+
+    def _evolve(self, con: duckdb.DuckDBPyConnection, tables: Tables) -> None:
+        """Create, add and widen what this batch needs; then re-read those tables."""
+        if self.known.columns is None:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {self.ns}")
+            self.known.columns = self._catalog(con)
+        for table, exists, change, left_out in list(self.known.changes(tables)):
+            if left_out:
+                log.warning("Table %s.%s is at its %d-column cap; values of %s are not loaded.",
+                            self.schema, table, self.known.max_columns, ", ".join(left_out))
+            for sql in ddl(self.ns, table, exists, change, TYPES):
+                con.execute(sql)
+            for name, kind in change.widen.items():
+                try:
+                    con.execute(widen_sql(self.ns, table, name, kind, TYPES))
+                except duckdb.Error as exc:
+                    if not (isinstance(exc, CANNOT_WIDEN) or "depends on" in str(exc)):
+                        raise  # e.g. "an index depends on it" is for good; the rest retries
+                    self.known.frozen.add((table, name))
+                    log.warning("Column %s.%s cannot widen to %s (%s); values that do not "
+                                "fit it are rejected.", table, name, TYPES[kind], exc)
+            if change.add or change.widen:
+                self.known.columns[table] = self._catalog(con, table).get(table, {})
+
+    def _catalog(self, con: duckdb.DuckDBPyConnection, table: str | None = None
+                 ) -> dict[str, dict[str, ColumnType]]:
+        query = ("SELECT table_name, column_name, data_type FROM information_schema.columns "
+                 "WHERE table_catalog = current_database() AND table_schema = ? "
+                 "AND (CAST(? AS VARCHAR) IS NULL OR table_name = ?) "
+                 "ORDER BY table_name, ordinal_position")
+        columns: dict[str, dict[str, ColumnType]] = {}
+        for name, column, data_type in con.execute(query, [self.schema, table, table]).fetchall():
+            columns.setdefault(name, {})[column] = catalog_type(data_type)
+        return columns
+
+    def _load_batch(self, con: duckdb.DuckDBPyConnection, tables: Tables) -> dict[int, str]:
+        bad: dict[int, str] = {}
+        self._try(con, tables, sorted({p for rows in tables.values() for p, _ in rows}), bad)
+        return bad
+
+    def _try(self, con: duckdb.DuckDBPyConnection, tables: Tables, positions: list[int],
+             bad: dict[int, str]) -> None:
+        """Load ``positions`` in one transaction; on a data error, bisect."""
+        con.begin()
+        try:
+            self._load(con, tables, set(positions))
+            con.commit()
+        except BaseException as exc:
+            with contextlib.suppress(duckdb.Error):  # a failed commit has rolled back
+                con.rollback()
+            if not isinstance(exc, DATA_ERRORS):
+                raise
+            if len(positions) == 1:
+                bad[positions[0]] = str(exc)
+                return
+            half = len(positions) // 2
+            self._try(con, tables, positions[:half], bad)
+            self._try(con, tables, positions[half:], bad)
+
+    def _load(self, con: duckdb.DuckDBPyConnection, tables: Tables, only: set[int]) -> None:
+        columns = self.known.columns or {}
+        for table in sorted(tables):
+            rows = [row for p, row in tables[table] if p in only]
+            if table == "users":
+                rows = merge_users(rows)
+            if rows:
+                self._insert(con, table, rows, columns.get(table, {}))
+
+    def _insert(self, con: duckdb.DuckDBPyConnection, table: str, rows: list[Row],
+                kinds: dict[str, ColumnType]) -> None:
+        """One bulk statement: the rows go through a JSON file that ``read_json`` reads
+        with the table's column types — measured on 5,000 rows of 36 columns: 0.07 s,
+        against 0.2 s binding one Python list per column, and 7 s with executemany."""
+        names, values = columnar(rows, kinds)
+        types = ", ".join(f"'{n}': '{TYPES[kinds[n]]}'" for n in names)
+        source = (f"SELECT {', '.join(quote(n) for n in names)} FROM "
+                  f"read_json(?, format = 'array', columns = {{{types}}})")
+        fd, path = tempfile.mkstemp(prefix="event-router-", suffix=".json")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(orjson.dumps([dict(zip(names, r, strict=True))
+                                         for r in zip(*values, strict=True)]))
+            con.execute(insert_sql(self.ns, table, names, source), [path])
+        finally:
+            os.unlink(path)
+
+
+CONNECTOR = Connector(
+    name="duckdb",
+    display_name="DuckDB",
+    settings=Settings,
+    limits=Limits(max_events=5000, max_bytes=20_000_000, max_wait_ms=10_000),
+    sender=DuckDBSender,
+    docs="""An embedded DuckDB file with Segment's warehouse schema — the same tables,
+columns and semantics as PostgreSQL: `id` = `messageId` primary key (redelivery adds no
+rows), `users` upserted by `userId` with the latest traits, new properties add columns,
+type conflicts widen columns and never fail a load. See docs/warehouses.md.""",
+)
