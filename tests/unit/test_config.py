@@ -106,3 +106,14 @@ def test_schema_lists_every_connector() -> None:
     text = str(json_schema())
     for name in REGISTRY:
         assert f"'{name}'" in text
+
+
+def test_generated_reference_and_schema_are_current() -> None:
+    import orjson
+
+    from router.config import json_schema
+    from router.reference import render
+
+    assert Path("docs/reference.md").read_text() == render(), "run `make docs`"
+    on_disk = orjson.loads(Path("config/router.schema.json").read_bytes())
+    assert on_disk == json_schema(), "run `make docs`"
