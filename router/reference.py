@@ -22,7 +22,9 @@ from router.config import (
 
 
 def _type(field: FieldInfo) -> str:
-    text = str(field.annotation).replace("typing.", "").replace("pydantic.types.", "")
+    text = str(field.annotation)
+    if "rename_events" in text:
+        return "list[transform step]"  # see docs/transforms in architecture.md.replace("typing.", "").replace("pydantic.types.", "")
     for noise in ("<class '", "'>", "NoneType", "router.stages.transforms.",
                   "router.config."):
         text = text.replace(noise, "None" if noise == "NoneType" else "")
