@@ -19,12 +19,13 @@ from router.config import (
     ServerConfig,
     TrackingPlanConfig,
 )
+from router.stages.transforms import STEPS
 
 
 def _type(field: FieldInfo) -> str:
     text = str(field.annotation)
     if "rename_events" in text:
-        return "list[transform step]"  # see docs/transforms in architecture.md.replace("typing.", "").replace("pydantic.types.", "")
+        return "list[transform step]"  # each step is documented below.replace("typing.", "").replace("pydantic.types.", "")
     for noise in ("<class '", "'>", "NoneType", "router.stages.transforms.",
                   "router.config."):
         text = text.replace(noise, "None" if noise == "NoneType" else "")
@@ -62,7 +63,13 @@ def render() -> str:
                          ("destinations[].batch", BatchConfig),
                          ("destinations[].delivery", DeliveryConfig)):
         parts += [f"## `{title}`", "", table(model), ""]
-    parts += ["# Destinations", ""]
+    parts += ["## Transform steps", "",
+              "Each item of `transforms` is a mapping with exactly one of these keys; steps "
+              "run in order, copy-on-write (one destination's transforms never change what "
+              "another sees).", "", "| step | description |", "|---|---|"]
+    for name, model in STEPS.items():
+        parts.append(f"| `{name}` | {model.model_fields[name].description} |")
+    parts += ["", "# Destinations", ""]
     for name, connector in sorted(REGISTRY.items()):
         limits = connector.limits
         parts += [f"## `{name}` — {connector.display_name}", "",
