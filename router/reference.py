@@ -23,9 +23,9 @@ from router.stages.transforms import STEPS
 
 
 def _type(field: FieldInfo) -> str:
-    text = str(field.annotation)
+    text = str(field.annotation).replace("typing.", "").replace("pydantic.types.", "")
     if "rename_events" in text:
-        return "list[transform step]"  # each step is documented below.replace("typing.", "").replace("pydantic.types.", "")
+        return "list[transform step]"  # each step is documented below
     for noise in ("<class '", "'>", "NoneType", "router.stages.transforms.",
                   "router.config."):
         text = text.replace(noise, "None" if noise == "NoneType" else "")
