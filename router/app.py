@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 from pathlib import Path
@@ -117,6 +118,12 @@ class Router:
         if cfg.server.listen:
             from router.server import start_server
             self.server = await start_server(self, cfg.server.listen)
+        # Events are acyclic dicts freed by reference counting; with thousands in flight
+        # the default cyclic-GC thresholds rescan them constantly. Freeze what start-up
+        # built and collect rarely (docs/performance.md).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
         self.started = True
         log.info("Router started.", destinations=sorted(self.destinations),
                  topics=list(k.topics), group_id=k.group_id)
