@@ -147,7 +147,7 @@ class Router:
         else:
             sender = HttpSender(connector, cfg.settings,  # type: ignore[attr-defined]
                                 concurrency=cfg.delivery.concurrency,
-                                timeout_s=cfg.delivery.timeout_s)
+                                timeout_s=cfg.delivery.timeout_s, max_bytes=cfg.max_bytes)
 
             def on_response(status: int, seconds: float) -> None:
                 stats.requests[status] += 1

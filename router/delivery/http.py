@@ -33,11 +33,12 @@ from router.delivery.outcome import (
     Retry,
     Split,
 )
+from router.delivery.ratelimit import RateLimiter
 
 
 class HttpSender:
     def __init__(self, connector: Connector, settings: Any, *, concurrency: int = 4,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, max_bytes: int | None = None) -> None:
         assert connector.encode is not None
         self.connector = connector
         self.settings = settings
@@ -47,6 +48,8 @@ class HttpSender:
         self.credentials: Credentials | None = None
         self._auth_lock = asyncio.Lock()
         self.on_response: Any = None  # callback(status: int, seconds: float) for metrics
+        self.max_bytes = max_bytes or connector.limits.max_bytes
+        self.limiter: RateLimiter | None = None  # the worker's; applied per request
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=max(2, self.concurrency * 2),
@@ -91,7 +94,11 @@ class HttpSender:
 
     async def _send_one(self, events: list[Event], request: Request,
                         outcomes: list[Outcome]) -> None:
-        outcome = await self._attempt(request)
+        if len(request.body) > self.max_bytes:  # the batcher estimates; the limit is hard
+            outcome: Outcome = Split(f"request of {len(request.body)} bytes is over the "
+                                     f"{self.max_bytes}-byte limit")
+        else:
+            outcome = await self._attempt(request)
         if isinstance(outcome, Retry) and outcome.reauth:
             self.credentials = None  # e.g. Salesforce INVALID_SESSION_ID: refresh, try once more
             outcome = await self._attempt(request)
@@ -124,6 +131,8 @@ class HttpSender:
             except Exception as exc:
                 return Retry(f"authentication failed: {exc}")
             headers = {**headers, **credentials.headers}
+        if self.limiter is not None:
+            await self.limiter.acquire()
         started = time.perf_counter()
         try:
             async with self.session.request(request.method, request.url, data=request.body,

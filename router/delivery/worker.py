@@ -25,28 +25,12 @@ from router.delivery.circuit import Circuit
 from router.delivery.ordering import UserOrder, user_of
 from router.delivery.outbox import Outbox
 from router.delivery.outcome import Delivered, Rejected, Retry
+from router.delivery.ratelimit import RateLimiter
 from router.offsets import Envelope
 from router.telemetry import DestinationStats, logger
 
 log = logger("router.delivery")
 PARK_NOW_S = 30.0  # a server asking for a longer pause than this: park instead of waiting
-
-
-class RateLimiter:
-    """Token bucket; ``acquire()`` waits for the next slot. 0 = unlimited."""
-
-    def __init__(self, per_s: float) -> None:
-        self.interval = 1.0 / per_s if per_s > 0 else 0.0
-        self.next_at = 0.0
-
-    async def acquire(self) -> None:
-        if not self.interval:
-            return
-        now = time.monotonic()
-        at = max(now, self.next_at)
-        self.next_at = at + self.interval
-        if at > now:
-            await asyncio.sleep(at - now)
 
 
 class Lane:
@@ -77,7 +61,8 @@ class Worker:
         self.max_wait_s = cfg.max_wait_ms / 1000
         self.circuit = Circuit(d.circuit_failures, d.circuit_open_s, stats, cfg.name)
         self.limiter = RateLimiter(cfg.rate_limit_per_s)
-        if hasattr(sender, "limiter"):
+        self.limit_batches = not hasattr(sender, "limiter")  # HTTP senders limit per request
+        if not self.limit_batches:
             sender.limiter = self.limiter
         self.order = UserOrder() if self.per_user else None
         self.paused = False
@@ -145,7 +130,8 @@ class Worker:
         pending = batch
         while pending:
             stats.batch_size.observe(len(pending))
-            await self.limiter.acquire()
+            if self.limit_batches:
+                await self.limiter.acquire()
             outcomes = await self.sender.send([event for _, event in pending])
             retry: list[tuple[Envelope, dict[str, Any]]] = []
             rejected: list[tuple[Envelope, str]] = []
