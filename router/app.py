@@ -247,6 +247,7 @@ class Router:
             await dest.worker.sender.close()
         if self.server is not None:
             await self.server.cleanup()
+        gc.unfreeze()
         log.info("Router stopped.", unsettled=self.tracker.in_flight)
 
     # -- operating --------------------------------------------------------------------

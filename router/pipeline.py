@@ -82,17 +82,15 @@ class Pipeline:
             if event["messageId"].startswith("derived-"):
                 stats.derived_message_ids += 1
             if suppression is not None and suppression.suppressed(event):
-                stats.dropped["suppressed"] += 1
-                self._settle_now(env)
+                self._drop(env, "suppressed")
                 continue
             if dedupe is not None and dedupe.seen(event["messageId"], now):
-                stats.dropped["duplicate"] += 1
-                self._settle_now(env)
+                self._drop(env, "duplicate")
                 continue
             if plan is not None:
                 checked = plan.check(event)
                 if isinstance(checked, Blocked):
-                    stats.dropped["tracking_plan"] += 1
+                    self._count_drop("tracking_plan")
                     env.pending = 1
                     dead.append((env, f"tracking_plan: {checked.reason}"))
                     continue
@@ -118,6 +116,17 @@ class Pipeline:
         for dest, routed in targets:
             dest.stats.routed += 1
             dest.worker.submit(env, routed)
+
+    def _drop(self, env: Envelope, reason: str) -> None:
+        self._count_drop(reason)
+        self._settle_now(env)
+
+    def _count_drop(self, reason: str) -> None:
+        """A global stage's drop counts globally and as filtered at every destination,
+        so each destination's numbers add up to what was received."""
+        self.stats.dropped[reason] += 1
+        for dest in self.destinations:
+            dest.stats.filtered[reason] += 1
 
     @staticmethod
     def _settle_now(env: Envelope) -> None:
