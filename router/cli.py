@@ -40,10 +40,18 @@ def main() -> None:
     """Route analytics events from Kafka to every destination, losing none."""
 
 
+POSITIONAL_CONFIG = click.argument("config_file", required=False,
+                                   type=click.Path(dir_okay=False))
+
+
 @main.command()
 @CONFIG_OPTION
-def run(config_path: str) -> None:
-    """Run the router until SIGTERM/SIGINT (drains, commits, exits 0); SIGHUP reloads."""
+@POSITIONAL_CONFIG
+def run(config_path: str, config_file: str | None) -> None:
+    """Run the router until SIGTERM/SIGINT (drains, commits, exits 0); SIGHUP reloads.
+
+    The config is -c FILE or a positional FILE."""
+    config_path = config_file or config_path
     from router.app import Router
     from router.telemetry import configure_logging
 
@@ -55,8 +63,10 @@ def run(config_path: str) -> None:
 
 @main.command()
 @CONFIG_OPTION
-def validate(config_path: str) -> None:
+@POSITIONAL_CONFIG
+def validate(config_path: str, config_file: str | None) -> None:
     """Check a config file; exit 0 when valid, 1 with each problem's file, line and key."""
+    config_path = config_file or config_path
     config = _load(config_path)
     names = ", ".join(f"{d.name} ({d.type})" for d in config.destinations) or "none"
     click.echo(f"{config_path} is valid: {len(config.destinations)} destinations: {names}")
