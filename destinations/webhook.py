@@ -75,4 +75,8 @@ CONNECTOR = Connector(
     limits=Limits(max_events=1000, max_bytes=5_000_000),
     encode=encode,
     classify=classify,
+    docs="""Identity: none needed — every event is sent as it is (after the destination's
+transforms), keyed by its `messageId`, which receivers should use to deduplicate
+(delivery is at-least-once). Partial failures: answer 2xx/207 with
+`{"errors": [{"index": i, "reason": "...", "retryable": false}]}`.""",
 )

@@ -98,10 +98,14 @@ class HttpSender:
             outcome: Outcome = Split(f"request of {len(request.body)} bytes is over the "
                                      f"{self.max_bytes}-byte limit")
         else:
+            used = self.credentials
             outcome = await self._attempt(request)
-        if isinstance(outcome, Retry) and outcome.reauth:
-            self.credentials = None  # e.g. Salesforce INVALID_SESSION_ID: refresh, try once more
-            outcome = await self._attempt(request)
+            if isinstance(outcome, Retry) and outcome.reauth:
+                # e.g. Salesforce INVALID_SESSION_ID: refresh (unless a concurrent request
+                # already did) and try once more
+                if self.credentials is used or used is None:
+                    self.credentials = None
+                outcome = await self._attempt(request)
         if isinstance(outcome, Delivered):
             return
         if isinstance(outcome, Split):

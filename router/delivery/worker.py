@@ -158,9 +158,9 @@ class Worker:
                 self.order.settled([item for item, outcome in zip(pending, outcomes, strict=True)
                                     if type(outcome) is not Retry])
             if rejected:
+                await self.outbox.dead_letter(rejected, self.name)
                 stats.rejected += len(rejected)
                 stats.dead_lettered += len(rejected)
-                await self.outbox.dead_letter(rejected, self.name)
             self.circuit.record(ok=not retry or delivered > 0)
             if not retry:
                 return
@@ -213,13 +213,13 @@ class Worker:
                 continue
             parked.append((env, event))
         if expired:
-            self.stats.dead_lettered += len(expired)
             await self.outbox.dead_letter(expired, self.name)
+            self.stats.dead_lettered += len(expired)
         if parked:
             wait = after_s if after_s is not None else self.park_delay(parked[0][0].attempts)
-            self.stats.parked += len(parked)
             offsets = await self.outbox.park([env for env, _ in parked], self.name, error,
                                              now + wait)
+            self.stats.parked += len(parked)
             if self.order is not None:
                 self.order.parked(parked, offsets, failed=not moved)
 

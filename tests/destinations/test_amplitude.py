@@ -271,12 +271,21 @@ async def test_e2e_partial_400_rejects_named_and_resends_the_rest(fake: Amplitud
 
 
 async def test_e2e_413_splits_until_requests_fit(fake: AmplitudeFake) -> None:
+    fake.fail_next(413, {"code": 413, "error": "Payload too large"})
+    events = [track(messageId=f"m-{i}") for i in range(12)]
+    outcomes = await send(fake, events)
+    assert outcomes == [DELIVERED] * 12
+    assert len(fake.received) == 12
+    assert len(fake.requests) == 3  # refused whole, then the two halves
+
+
+async def test_e2e_oversized_batch_is_split_before_sending(fake: AmplitudeFake) -> None:
     big = "x" * 100_000
     events = [track(messageId=f"m-{i}", properties={"blob": big}) for i in range(12)]
     outcomes = await send(fake, events)
     assert outcomes == [DELIVERED] * 12
     assert len(fake.received) == 12
-    assert len(fake.requests) > 2  # the first, too large, was refused and split
+    assert all(len(body) < 1_000_000 for _, body in fake.requests)  # never sent too large
 
 
 async def test_e2e_more_than_2000_events_split(fake: AmplitudeFake) -> None:

@@ -12,11 +12,12 @@ troubleshooting/errors 400 and 413):
 - ≤ 10 MB uncompressed body and ≤ 2,000 events, else 413 ``{"code":413,"error":...,
   "status":"Request Entity Too Large"}``; the body must be a JSON array (else 400);
 - per event (strict validation): ``event`` a non-empty string, ``properties`` an object
-  with fewer than 255 keys, ``time`` a number no earlier than 1971-01-01 (seconds or ms),
+  with fewer than 255 keys, ``time`` a number (seconds or ms) no earlier than 1971-01-01
+  and at most one hour in the future by the server's clock ("Invalid time"),
   ``distinct_id`` a string not in Mixpanel's refused list, ``$insert_id`` ≤ 36 chars of
   ``[A-Za-z0-9-]`` and not in that list, the event under 1 MB;
 - if any event fails → 400 ``{"code":400,"error":"some data points in the request failed
-  validation","failed_records":[{"index","$insert_id","field","message"}],
+  validation","failed_records":[{"index","insert_id","field","message"}],
   "num_records_imported":n,"status":"Bad Request"}`` and the valid events ARE imported;
   else 200 ``{"code":200,"num_records_imported":N,"status":"OK"}``.
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 import base64
 import gzip
 import re
+import time
 from typing import Any
 
 import orjson
@@ -49,6 +51,7 @@ REFUSED_IDS = frozenset(("00000000-0000-0000-0000-000000000000", "anon", "anonym
                          "none", "null", "n/a", "na", "undefined", "unknown", "<nil>", "0",
                          "-1", "true", "false", "[]", "{}"))
 MIN_TIME_S = 31_536_000  # 1971-01-01
+MAX_FUTURE_S = 3600  # "more than one hour in the future" is refused
 PROFILE_OPERATIONS = ("$set", "$set_once", "$add", "$union", "$append", "$remove", "$unset",
                       "$delete")
 
@@ -115,7 +118,7 @@ class MixpanelFake(FakeServer):
                 continue
             props = event.get("properties") if isinstance(event, dict) else None
             insert_id = props.get("$insert_id") if isinstance(props, dict) else None
-            failed.append({"index": i, "$insert_id": insert_id, "field": problem[0],
+            failed.append({"index": i, "insert_id": insert_id, "field": problem[0],
                            "message": problem[1]})
         if imported:
             self.accept(imported)
@@ -170,8 +173,12 @@ def _validate(event: Any) -> tuple[str, str] | None:
     when = props.get("time")
     if not isinstance(when, int | float) or isinstance(when, bool):
         return "properties.time", "'properties.time' is invalid: must be a number"
-    if (when / 1000 if when > 1e11 else when) < MIN_TIME_S:
+    seconds = when / 1000 if when > 1e11 else when
+    if seconds < MIN_TIME_S:
         return "properties.time", "'properties.time' is invalid: before 1971-01-01"
+    if seconds > time.time() + MAX_FUTURE_S:
+        return "properties.time", ("'properties.time' is invalid: more than 1 hour in the "
+                                   "future")
     distinct_id = props.get("distinct_id")
     if not isinstance(distinct_id, str):
         return "properties.distinct_id", "'properties.distinct_id' is required"
