@@ -111,7 +111,8 @@ class Router:
                              lambda _c, tp, records: pipeline.intake(tp, records),
                              self.tracker, max_in_flight=k.max_in_flight_events,
                              commit_interval_ms=k.commit_interval_ms,
-                             max_records=k.fetch_max_records, on_commit=self._on_commit)
+                             max_records=k.fetch_max_records, on_commit=self._on_commit,
+                             on_revoke=self._on_revoke)
         await self.source.start()
         for retry_source in self.retry_sources.values():
             await retry_source.start()
@@ -169,6 +170,11 @@ class Router:
             max_in_flight=max(1000, cfg.max_events * 2), commit_interval_ms=k.commit_interval_ms,
             max_records=min(1000, cfg.max_events), name=f"retry:{cfg.name}")
         return dest
+
+    def _on_revoke(self, tps: Any) -> None:
+        for tp in tps:
+            self.stats.committed.pop((tp.topic, tp.partition), None)
+            self.stats.lag.pop((tp.topic, tp.partition), None)
 
     def _on_commit(self, offsets: dict[Any, int]) -> None:
         for tp, offset in offsets.items():

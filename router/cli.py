@@ -100,8 +100,12 @@ def replay(config_path: str, destination: str | None, since: str | None, limit: 
     from router.replay import replay as do_replay
 
     config = _load(config_path)
-    counts = asyncio.run(do_replay(config, destination=destination, since=since, limit=limit,
-                                   dry_run=dry_run))
+    try:
+        counts = asyncio.run(do_replay(config, destination=destination, since=since,
+                                       limit=limit, dry_run=dry_run))
+    except ValueError as exc:
+        click.echo(f"replay: {exc}", err=True)
+        sys.exit(2)
     click.echo(orjson.dumps(counts, option=orjson.OPT_INDENT_2).decode())
 
 

@@ -55,12 +55,19 @@ class Pipeline:
         self.plan = (TrackingPlan.from_file(plan.path, plan.unplanned, plan.violations)
                      if plan else None)
         self.background: set[asyncio.Task[None]] = set()
+        # Highest offset fetched per partition by this process. A record at or below it
+        # is our own re-delivery (a partition revoked and assigned back, eagerly), not an
+        # upstream duplicate: it must not be deduped, or its offset could be committed
+        # while the first copy is still in flight.
+        self.fetched: dict[Any, int] = {}
 
     def intake(self, tp: Any, records: list[Any]) -> None:
         if not records:
             return
         tracker = self.tracker
         chunk = tracker.add(tp, records[0].offset, records[-1].offset, len(records))
+        refetched_upto = self.fetched.get(tp, -1)
+        self.fetched[tp] = max(refetched_upto, records[-1].offset)
         stats = self.stats
         stats.received += len(records)
         topic, partition = tp.topic, tp.partition
@@ -84,7 +91,8 @@ class Pipeline:
             if suppression is not None and suppression.suppressed(event):
                 self._drop(env, "suppressed")
                 continue
-            if dedupe is not None and dedupe.seen(event["messageId"], now):
+            if (dedupe is not None and record.offset > refetched_upto
+                    and dedupe.seen(event["messageId"], now)):
                 self._drop(env, "duplicate")
                 continue
             if plan is not None:

@@ -29,8 +29,11 @@ async def replay(config: Config, *, destination: str | None = None, since: str |
     k = config.kafka
     known = {d.name for d in config.destinations}
     if destination is not None and destination not in known:
-        raise SystemExit(f"no destination named {destination!r} in the config")
-    since_s = datetime.fromisoformat(since).timestamp() if since else 0.0
+        raise ValueError(f"no destination named {destination!r} in the config")
+    try:
+        since_s = datetime.fromisoformat(since).timestamp() if since else 0.0
+    except ValueError as exc:
+        raise ValueError(f"since {since!r} is not an ISO-8601 time") from exc
     consumer = AIOKafkaConsumer(**kafka_options(config), group_id=None,
                                 enable_auto_commit=False)
     producer = AIOKafkaProducer(**kafka_options(config), acks="all")

@@ -97,10 +97,20 @@ def build_app(router: Any) -> web.Application:
             return denied
         from router.replay import replay as do_replay
 
-        body = await request.json() if request.can_read_body else {}
-        counts = await do_replay(router.config, destination=body.get("destination"),
-                                 since=body.get("since"), limit=body.get("limit"),
-                                 dry_run=bool(body.get("dry_run")))
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except ValueError:
+            return _json({"error": "the body must be JSON"}, 400)
+        if not isinstance(body, dict):
+            return _json({"error": "the body must be a JSON object"}, 400)
+        name = body.get("destination")
+        if name is not None and name not in router.destinations:
+            return _json({"error": f"no destination named {name!r}"}, 404)
+        try:
+            counts = await do_replay(router.config, destination=name, since=body.get("since"),
+                                     limit=body.get("limit"), dry_run=bool(body.get("dry_run")))
+        except (ValueError, TypeError) as exc:
+            return _json({"error": str(exc)}, 400)
         return _json(counts)
 
     async def root(_: web.Request) -> web.StreamResponse:

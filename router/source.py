@@ -32,7 +32,8 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, consumer: AIOKafkaConsumer, topics: list[str], handler: Handler,
                  tracker: Tracker, *, max_in_flight: int, commit_interval_ms: int,
                  max_records: int, name: str = "input",
-                 on_commit: Callable[[dict[TopicPartition, int]], None] | None = None) -> None:
+                 on_commit: Callable[[dict[TopicPartition, int]], None] | None = None,
+                 on_revoke: Callable[[Any], None] | None = None) -> None:
         self.consumer = consumer
         self.topics = topics
         self.handler = handler
@@ -43,6 +44,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self.max_records = max_records
         self.name = name
         self.on_commit = on_commit
+        self.on_revoke = on_revoke
         self.backpressured = False
         self.pause_count = 0
         self.stopping = asyncio.Event()
@@ -105,6 +107,10 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         if revoked:
             await self.commit(revoked)
             self.tracker.forget(revoked)
+            for tp in revoked:
+                self.fetched.pop(tp, None)
+            if self.on_revoke:
+                self.on_revoke(revoked)
             log.info("Partitions revoked.", source=self.name,
                      partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 

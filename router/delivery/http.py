@@ -144,16 +144,21 @@ class HttpSender:
                 body = await resp.read()
                 response = Response(resp.status, resp.headers, body)
         except TimeoutError:
+            self._observe(0, started)
             return Retry("timeout")
         except (aiohttp.ClientError, OSError) as exc:
+            self._observe(0, started)
             return Retry(f"connection error: {type(exc).__name__}")
-        if self.on_response is not None:
-            self.on_response(response.status, time.perf_counter() - started)
+        self._observe(response.status, started)
         classify = self.connector.classify or classify_http
         try:
             return classify(response, request)
         except Exception as exc:  # a classifier bug: be safe, retry rather than lose
             return Retry(f"classify failed on HTTP {response.status}: {exc!r}")
+
+    def _observe(self, status: int, started: float) -> None:
+        if self.on_response is not None:
+            self.on_response(status, time.perf_counter() - started)
 
     async def _credentials(self) -> Credentials:
         creds = self.credentials

@@ -71,6 +71,13 @@ async def test_health_admin_auth_and_pause_resume(kafka_bootstrap: str, make_top
             metrics = (await call("GET", f"{base}/metrics"))[1]
             assert 'router_parked_events_total{destination="hook"} 50.0' in metrics
             assert (await call("POST", f"{base}/api/destinations/nope/pause", TOKEN))[0] == 404
+            async with aiohttp.ClientSession() as http:
+                for body, want in (({"destination": "nope"}, 404), ({"since": "soon"}, 400),
+                                   ({"destination": "hook", "dry_run": True}, 200)):
+                    async with http.post(f"{base}/api/replay", json=body, headers={
+                            "Authorization": f"Bearer {TOKEN}"}) as resp:
+                        assert resp.status == want, (body, await resp.text())
+            assert not router.stopping.is_set()  # a bad admin call never stops the router
 
 
 async def test_admin_api_is_disabled_without_a_token(kafka_bootstrap: str, make_topic: Any,
