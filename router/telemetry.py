@@ -148,6 +148,9 @@ class StatsCollector(Collector):
                        ["reason"], [((r,), v) for r, v in s.invalid.items()])
         yield _counter("router_dropped_events", "Events dropped by a global stage.",
                        ["reason"], [((r,), v) for r, v in s.dropped.items()])
+        yield _counter("router_dead_letter_writes", "Records written to the dead-letter "
+                       "topic (invalid input, tracking-plan blocks and every destination).",
+                       [], [((), s.dead_lettered)])
         yield _counter("router_derived_message_ids", "Events that arrived without messageId.",
                        [], [((), s.derived_message_ids)])
         yield _gauge("router_in_flight_events", "Consumed events not yet settled.", [],
@@ -158,7 +161,8 @@ class StatsCollector(Collector):
         yield _gauge("router_committed_offset", "Last committed offset.",
                      ["topic", "partition"],
                      [((t, str(p)), v) for (t, p), v in s.committed.items()])
-        for field, doc in (("delivered", "Events the destination accepted."),
+        for field, doc in (("routed", "Events that passed the destination's rules."),
+                           ("delivered", "Events the destination accepted."),
                            ("rejected", "Events the destination refused (dead-lettered)."),
                            ("retried", "Delivery attempts retried."),
                            ("parked", "Events parked in the destination's retry topic."),
