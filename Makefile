@@ -5,7 +5,7 @@ export PYTHONPATH := $(CURDIR)
 
 # Installs what is missing: the package with its dev extras and Kafka's jars.
 install:
-	@$(PYTHON) -c "import router.cli, aiokafka, duckdb, pytest_asyncio" 2>/dev/null || \
+	@$(PYTHON) -c "import router.cli, aiokafka, duckdb, pytest_asyncio, pytest_timeout, hypothesis, playwright" 2>/dev/null || \
 		$(PYTHON) -m pip install -q -e '.[dev]'
 	@$(PYTHON) -m scripts.kafka fetch >/dev/null
 
