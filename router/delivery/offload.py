@@ -1,0 +1,82 @@
+"""Running a CPU-heavy sender in its own process.
+
+A warehouse load is mostly Python work (flattening events into rows, planning schema
+changes) plus the database's own work. In the router's process it holds the GIL and
+competes with the event loop; in a child process it runs on another core. The router
+sends the batch as one orjson document and gets the per-event outcomes back.
+
+    ProcessSender(DuckDBSender, settings)
+
+The wrapped class is built in the child from ``settings`` and must offer
+``send_sync(events) -> list[Outcome]`` and ``close_sync()``. If the child dies, the
+batch is retried and a new child started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import orjson
+
+from router.delivery.outcome import Outcome, Retry
+
+_loader: Any = None  # the child's instance
+
+
+def _init(factory: Any, settings: Any) -> None:
+    global _loader
+    _loader = factory(settings)
+
+
+def _send(payload: bytes) -> list[Outcome]:
+    return _loader.send_sync(orjson.loads(payload))  # type: ignore[no-any-return]
+
+
+def _close() -> None:
+    if _loader is not None:
+        _loader.close_sync()
+
+
+class ProcessSender:
+    def __init__(self, factory: Any, settings: Any) -> None:
+        self.factory = factory
+        self.settings = settings
+        self.pool: ProcessPoolExecutor | None = None
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init, initargs=(self.factory, self.settings))
+        return self.pool
+
+    async def start(self) -> None:
+        # start the child now, so the first batch does not wait for it
+        await asyncio.get_running_loop().run_in_executor(self._pool(), _noop)
+
+    async def send(self, events: list[dict[str, Any]]) -> list[Outcome]:
+        payload = orjson.dumps(events)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool(), _send,
+                                                                    payload)
+        except BrokenProcessPool as exc:
+            self.pool = None  # a new child on the next batch
+            return [Retry(f"loader process died: {exc}")] * len(events)
+
+    async def close(self) -> None:
+        if self.pool is None:
+            return
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(BrokenProcessPool):
+            await loop.run_in_executor(self.pool, _close)
+        self.pool.shutdown(wait=True)
+        self.pool = None
+
+
+def _noop() -> None:
+    return None
