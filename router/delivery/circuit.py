@@ -38,6 +38,12 @@ class Circuit:
             return True
         return False
 
+    def wait_s(self) -> float:
+        """Seconds until an open circuit lets a probe through (0 when it would now)."""
+        if self.state != OPEN:
+            return 0.0
+        return max(0.0, self.open_s - (time.monotonic() - self.opened_at))
+
     def record(self, ok: bool) -> None:
         if ok:
             self.failures = 0

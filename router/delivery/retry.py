@@ -3,10 +3,12 @@
 It consumes ``<retry_topic_prefix>.<destination>`` in its own consumer group. A record
 that is not yet due (header ``not_before``) is not waited for in place: the driver seeks
 back to it, pauses that partition and resumes it when due, so polling (and the group
-heartbeat) never stops. A due record is decoded, routed through the destination's
-stages again and submitted to the same worker with its attempt history; the worker
-delivers it, re-parks it with a longer backoff, or dead-letters it after
-``max_retry_age_s``.
+heartbeat) never stops. The same happens while the destination's circuit is open or an
+operator paused it: re-driving then would only park the records again.
+
+A due record is decoded, routed through the destination's stages again and submitted
+to the same worker with its attempt history; the worker delivers it, re-parks it with a
+longer backoff, or dead-letters it after ``max_retry_age_s``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class RetryDriver:
         self.resume_at: dict[TopicPartition, asyncio.TimerHandle] = {}
 
     def intake(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Any]) -> None:
+        worker = self.destination.worker
+        hold_s = max(worker.circuit.wait_s(), 1.0 if worker.paused else 0.0)
+        if hold_s > 0:  # it would only be parked again: leave it in the topic for now
+            self._wait(consumer, tp, records[0].offset, hold_s)
+            return
         now = time.time()
         due = []
         for record in records:
@@ -51,7 +58,6 @@ class RetryDriver:
             return
         chunk = self.tracker.add(tp, due[0][0].offset, due[-1][0].offset, len(due))
         dest = self.destination
-        worker = dest.worker
         for record, headers in due:
             env = Envelope(record.value, tp.topic, tp.partition, record.offset,
                            record.timestamp, record.key, chunk, self.tracker)

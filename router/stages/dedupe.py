@@ -9,6 +9,10 @@ Kafka append time): ids expire in insertion order from the front, so each ``seen
 O(1) amortised. An ``OrderedDict`` is used rather than a plain dict because repeatedly
 deleting a plain dict's first key is not O(1) (deleted slots are scanned on every
 ``next(iter(d))`` until the next resize).
+
+Keys are the 64-bit ``hash()`` of the id, not the id itself: about 60 bytes less per
+entry (a 36-character UUID string is 85 bytes, an int 32). Two ids colliding among a
+million has a chance of about 1 in 3·10^7; the cost would be one wrongly dropped event.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ class Dedupe:
             raise ValueError("dedupe needs a positive window_s and max_entries")
         self.window_s = window_s
         self.max_entries = max_entries
-        self._first_seen: OrderedDict[str, float] = OrderedDict()
+        self._first_seen: OrderedDict[int, float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._first_seen)
@@ -30,12 +34,13 @@ class Dedupe:
     def seen(self, message_id: str, now: float) -> bool:
         """True if ``message_id`` was seen less than ``window_s`` ago; else record it."""
         entries = self._first_seen
-        first = entries.get(message_id)
+        key = hash(message_id)
+        first = entries.get(key)
         if first is not None and now - first < self.window_s:
             return True
         if first is not None:
-            del entries[message_id]  # expired: record afresh at the end
-        entries[message_id] = now
+            del entries[key]  # expired: record afresh at the end
+        entries[key] = now
         self._expire(now)
         return False
 
