@@ -1,5 +1,6 @@
-"""A child process watched from outside: resident memory and CPU time from /proc, sampled
-every 100 ms by a thread, so the numbers cost the watched process nothing.
+"""A child process watched from outside: resident memory and CPU time from /proc (its own
+children included), sampled every 100 ms by a thread, so the numbers cost the watched
+process nothing.
 
     watched = Watched.spawn([sys.executable, "-m", "router.cli", "run", "-c", path], log)
     ...
@@ -45,7 +46,25 @@ def machine_times() -> tuple[float, float]:
     return (total - idle) * TICK_S, total * TICK_S
 
 
-def read_sample(pid: int) -> Sample | None:
+def descendants(pid: int) -> list[int]:
+    """Child processes, recursively (e.g. the DuckDB loader the router spawns)."""
+    out: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            out += [child, *descendants(child)]
+    return out
+
+
+def _one(pid: int) -> tuple[int, int, float] | None:
+    """(rss_kb, hwm_kb, cpu_s) of one live process."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -59,9 +78,22 @@ def read_sample(pid: int) -> Sample | None:
     fields = stat.rsplit(")", 1)[1].split()  # after "(comm)": state is fields[0]
     if fields[0] == "Z" or "VmRSS" not in memory:
         return None
+    return memory["VmRSS"], memory["VmHWM"], (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def read_sample(pid: int) -> Sample | None:
+    """The process and its children together: RSS and CPU summed; the high-water mark
+    is the sum of each one's (an upper bound of the joint peak)."""
+    own = _one(pid)
+    if own is None:
+        return None
+    rss, hwm, cpu = own
+    for child in descendants(pid):
+        got = _one(child)
+        if got is not None:
+            rss, hwm, cpu = rss + got[0], hwm + got[1], cpu + got[2]
     busy, total = machine_times()
-    cpu = (int(fields[11]) + int(fields[12])) * TICK_S  # utime + stime
-    return Sample(time.time(), memory["VmRSS"], memory["VmHWM"], cpu, busy, total)
+    return Sample(time.time(), rss, hwm, cpu, busy, total)
 
 
 class Watched:
