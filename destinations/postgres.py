@@ -89,6 +89,9 @@ class PostgresSender:
         self.pool: asyncpg.Pool | None = None
         self.known = Known(settings.max_columns)
         self._ddl = asyncio.Lock()
+        # One batch at a time: concurrent loads raced on the column cache (a batch's COPY
+        # met a staging shape another batch had just changed) and gained little.
+        self._one = asyncio.Lock()
 
     async def start(self) -> None:
         try:
@@ -108,7 +111,7 @@ class PostgresSender:
         try:
             if tables:
                 pool = self.pool or await self._connect()
-                async with pool.acquire() as conn:
+                async with self._one, pool.acquire() as conn:
                     await self._evolve(conn, tables)
                     bad = await self._load_batch(conn, tables)
                 rejected.update((p, f"PostgreSQL refused the row: {r}") for p, r in bad.items())

@@ -1,8 +1,9 @@
 """The per-record hot path: decode → global stages → each destination's route → worker.
 
 ``Pipeline.intake(tp, records)`` takes one partition's records from one fetch. It does
-no I/O and creates no task per event: workers buffer, and only a full or timed-out
-buffer spawns a send. Invalid input and tracking-plan blocks go to the dead-letter
+no I/O and creates no task per event: each destination gets the fetch's routed events
+in one ``submit_many``; workers buffer, and only a full or timed-out buffer spawns a
+send. Invalid input and tracking-plan blocks go to the dead-letter
 topic in one write per fetch.
 """
 
@@ -74,6 +75,10 @@ class Pipeline:
         max_bytes = self.max_event_bytes
         dedupe, suppression, plan = self.dedupe, self.suppression, self.plan
         destinations = self.destinations
+        routes = [dest.route for dest in destinations]
+        filtered = [dest.stats.filtered for dest in destinations]
+        batches: list[list[tuple[Envelope, dict[str, Any]]]] = [[] for _ in destinations]
+        targets = range(len(destinations))
         now = time.time()
         dead: list[tuple[Envelope, str]] = []
         for record in records:
@@ -103,27 +108,24 @@ class Pipeline:
                     dead.append((env, f"tracking_plan: {checked.reason}"))
                     continue
                 event = checked
-            self.dispatch(env, event, destinations)
+            owed = 0  # route to every destination; each batch is handed over per fetch
+            for i in targets:
+                routed = routes[i](event)
+                if type(routed) is str:
+                    filtered[i][routed] += 1
+                else:
+                    batches[i].append((env, routed))
+                    owed += 1
+            if owed:
+                env.pending = owed
+            else:
+                self._settle_now(env)
+        for dest, batch in zip(destinations, batches, strict=True):
+            if batch:
+                dest.stats.routed += len(batch)
+                dest.worker.submit_many(batch)
         if dead:
             self._spawn(self.outbox.dead_letter(dead))
-
-    def dispatch(self, env: Envelope, event: dict[str, Any],
-                 destinations: list[Destination]) -> None:
-        """Route one event to each destination; settle at once if none takes it."""
-        targets = []
-        for dest in destinations:
-            routed = dest.route(event)
-            if type(routed) is str:
-                dest.stats.filtered[routed] += 1
-            else:
-                targets.append((dest, routed))
-        if not targets:
-            self._settle_now(env)
-            return
-        env.pending = len(targets)
-        for dest, routed in targets:
-            dest.stats.routed += 1
-            dest.worker.submit(env, routed)
 
     def _drop(self, env: Envelope, reason: str) -> None:
         self._count_drop(reason)

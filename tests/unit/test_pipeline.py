@@ -22,9 +22,10 @@ class Collect:
     def __init__(self) -> None:
         self.ids: list[str] = []
 
-    def submit(self, env: Any, event: dict[str, Any]) -> None:
-        self.ids.append(event["messageId"])
-        env.settle()
+    def submit_many(self, items: list[tuple[Any, dict[str, Any]]]) -> None:
+        for env, event in items:
+            self.ids.append(event["messageId"])
+            env.settle()
 
 
 def pipeline() -> tuple[Pipeline, Collect, Stats]:
