@@ -1,6 +1,6 @@
 """Google BigQuery: Segment's warehouse schema through streaming inserts (``insertAll``).
 
-The rows are the ones PostgreSQL gets (``warehouse_schema``): ``tracks`` and a table per
+The rows are the ones PostgreSQL gets (``router.warehouse``): ``tracks`` and a table per
 track event, ``identifies``, ``users``, ``pages``, ``screens``, ``groups``, ``aliases``;
 one ``insertAll`` request per table with ``insertId`` = ``messageId`` (BigQuery's
 best-effort de-duplication) and ``skipInvalidRows`` so that one bad row does not stop
@@ -40,8 +40,8 @@ from destinations.base import (
     Response,
     classify_http,
 )
-from destinations.warehouse_schema import batch_rows
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Retry, Split
+from router.warehouse import batch_rows
 
 SCOPE = "https://www.googleapis.com/auth/bigquery.insertdata"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"

@@ -1,5 +1,5 @@
 """DuckDB: an embedded file database holding Segment's warehouse schema, with the same
-tables, names, types and semantics as the PostgreSQL connector (``warehouse_schema``).
+tables, names, types and semantics as the PostgreSQL connector (``router.warehouse``).
 
 (The module is ``duckdb_wh`` so that it never shadows the ``duckdb`` library; the
 connector type is ``duckdb``.)
@@ -28,7 +28,9 @@ import orjson
 from pydantic import Field
 
 from destinations.base import Connector, ConnectorSettings, Event, Limits
-from destinations.warehouse_schema import (
+from router.delivery.offload import ProcessSender
+from router.delivery.outcome import Outcome
+from router.warehouse import (
     BIGINT,
     BOOLEAN,
     DOUBLE,
@@ -50,8 +52,6 @@ from destinations.warehouse_schema import (
     quote,
     widen_sql,
 )
-from router.delivery.offload import ProcessSender
-from router.delivery.outcome import Outcome
 
 log = logging.getLogger(__name__)
 

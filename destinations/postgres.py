@@ -1,4 +1,4 @@
-"""PostgreSQL: events land in Segment's warehouse schema (``destinations.warehouse_schema``).
+"""PostgreSQL: events land in Segment's warehouse schema (``router.warehouse``).
 
 Each batch, on one pooled connection:
 
@@ -27,7 +27,8 @@ import asyncpg
 from pydantic import Field, SecretStr
 
 from destinations.base import Connector, ConnectorSettings, Event, Limits
-from destinations.warehouse_schema import (
+from router.delivery.outcome import Outcome
+from router.warehouse import (
     BIGINT,
     BOOLEAN,
     DOUBLE,
@@ -49,7 +50,6 @@ from destinations.warehouse_schema import (
     quote,
     widen_sql,
 )
-from router.delivery.outcome import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from destinations import warehouse_schema as ws
-from destinations.warehouse_schema import BIGINT, BOOLEAN, DOUBLE, TEXT, TIMESTAMP
+from router import warehouse as ws
+from router.warehouse import BIGINT, BOOLEAN, DOUBLE, TEXT, TIMESTAMP
 from tests.destinations.samples import FULL, MINIMAL
 
 NOW = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
