@@ -1,0 +1,38 @@
+"""A sender in a child process: outcomes come back; a dead child means Retry, not loss."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from router.delivery.offload import ProcessSender
+from router.delivery.outcome import DELIVERED, Outcome, Rejected, Retry
+
+
+class Loader:
+    """Built in the child from its settings; dies on an event that asks it to."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.pid = os.getpid()
+
+    def send_sync(self, events: list[dict[str, Any]]) -> list[Outcome]:
+        if any(e.get("die") for e in events):
+            os._exit(3)
+        return [Rejected(f"pid {self.pid}") if e.get("bad") else DELIVERED for e in events]
+
+    def close_sync(self) -> None:
+        pass
+
+
+async def test_outcomes_come_back_and_a_dead_child_is_replaced() -> None:
+    sender = ProcessSender(Loader, {})
+    await sender.start()
+    try:
+        got = await sender.send([{"id": 1}, {"id": 2, "bad": True}])
+        assert got[0] == DELIVERED and isinstance(got[1], Rejected)
+        assert got[1].reason != f"pid {os.getpid()}"  # it ran in another process
+        died = await sender.send([{"id": 3, "die": True}, {"id": 4}])
+        assert all(isinstance(o, Retry) and "died" in o.reason for o in died)
+        assert await sender.send([{"id": 5}]) == [DELIVERED]  # a new child took over
+    finally:
+        await sender.close()
