@@ -125,19 +125,28 @@ def convert(event: Event, settings: Settings) -> dict[str, Any] | str:
 
 
 def _context_fields(ctx: dict[str, Any], device: dict[str, Any], out: dict[str, Any]) -> None:
-    os_: dict[str, Any] = ctx.get("os") or {}
     library: dict[str, Any] = ctx.get("library") or {}
-    location: dict[str, Any] = ctx.get("location") or {}
     platform = "Web" if library.get("name") == "analytics.js" else device.get("type")
-    pairs = (("ip", ctx.get("ip")), ("platform", platform), ("os_name", os_.get("name")),
-             ("os_version", os_.get("version")), ("device_model", device.get("model")),
-             ("device_manufacturer", device.get("manufacturer")),
-             ("app_version", (ctx.get("app") or {}).get("version")),
-             ("language", ctx.get("locale")), ("country", location.get("country")),
-             ("city", location.get("city")))
-    out.update((k, str(v)) for k, v in pairs if v is not None and v != "")
+    _put(out, "ip", ctx.get("ip"))
+    _put(out, "platform", platform)
+    if os_ := ctx.get("os"):
+        _put(out, "os_name", os_.get("name"))
+        _put(out, "os_version", os_.get("version"))
+    _put(out, "device_model", device.get("model"))
+    _put(out, "device_manufacturer", device.get("manufacturer"))
+    if app := ctx.get("app"):
+        _put(out, "app_version", app.get("version"))
+    _put(out, "language", ctx.get("locale"))
+    if location := ctx.get("location"):
+        _put(out, "country", location.get("country"))
+        _put(out, "city", location.get("city"))
     if library.get("name"):
         out["library"] = f"{library['name']}/{library.get('version', '')}".rstrip("/")
+
+
+def _put(out: dict[str, Any], key: str, value: Any) -> None:
+    if value is not None and value != "":
+        out[key] = value if type(value) is str else str(value)
 
 
 def encode(events: list[Event], settings: Settings) -> Encoded:
