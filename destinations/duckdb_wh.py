@@ -79,7 +79,7 @@ class Settings(ConnectorSettings):
                          "other cores to the router (DuckDB's default is every core).")
     own_process: bool = Field(True, description="Load in a child process, on another core "
                               "than the router's event loop.")
-    memory_limit: str = Field("256MB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$",
+    memory_limit: str = Field("128MB", pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$",
                               description="DuckDB's memory limit (its default is 80% of RAM).")
 
 

@@ -23,6 +23,7 @@ import orjson
 
 TYPES = frozenset(("track", "identify", "page", "screen", "group", "alias"))
 TIME_FIELDS = ("timestamp", "sentAt", "receivedAt", "originalTimestamp")
+OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
 DEFAULT_MAX_EVENT_BYTES = 32 * 1024
 
 
@@ -88,31 +89,45 @@ def decode(
 
 
 def _check(event: dict[str, Any]) -> Invalid | None:
-    kind = event.get("type")
+    get = event.get
+    kind = get("type")
     if kind not in TYPES:
         return Invalid("unknown_type", f"type {kind!r} is not one of {sorted(TYPES)}")
-    user_id, anon_id = event.get("userId"), event.get("anonymousId")
+    user_id, anon_id = get("userId"), get("anonymousId")
     if not user_id and not anon_id:
         return Invalid("missing_identity", "neither userId nor anonymousId is set")
     for name, value in (("userId", user_id), ("anonymousId", anon_id)):
-        if (value is not None and not isinstance(value, str | int)) or isinstance(value, bool):
+        if value is not None and type(value) is not str and (
+                not isinstance(value, int) or isinstance(value, bool)):
             return Invalid("wrong_type", f"{name} must be a string, got {type(value).__name__}")
-    message_id = event.get("messageId")
-    if message_id is not None and not isinstance(message_id, str):
+    message_id = get("messageId")
+    if message_id is not None and type(message_id) is not str:
         return Invalid("wrong_type", f"messageId must be a string, got {type(message_id).__name__}")
-    if kind == "track" and not (isinstance(event.get("event"), str) and event["event"]):
-        return Invalid("missing_event", "a track call needs a non-empty string `event`")
-    if kind == "alias" and not event.get("previousId"):
+    if kind == "track":
+        name = get("event")
+        if not name or type(name) is not str:
+            return Invalid("missing_event", "a track call needs a non-empty string `event`")
+    elif kind == "alias" and not get("previousId"):
         return Invalid("missing_previous_id", "an alias call needs `previousId`")
-    for name in ("properties", "traits", "context", "integrations"):
-        value = event.get(name)
-        if value is not None and not isinstance(value, dict):
+    for name in OBJECT_FIELDS:
+        value = get(name)
+        if value is not None and type(value) is not dict:
             return Invalid("wrong_type", f"{name} must be an object, got {type(value).__name__}")
     for name in TIME_FIELDS:
-        value = event.get(name)
-        if value is not None and parse_time(value) is None:
+        value = get(name)
+        if value is not None and not _valid_time(value):
             return Invalid("bad_timestamp", f"{name} {value!r} is not an ISO-8601 time")
     return None
+
+
+def _valid_time(value: Any) -> bool:
+    if type(value) is not str or not value:
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _infer_timestamp(event: dict[str, Any], append_time_ms: int | None) -> str:
