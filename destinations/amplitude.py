@@ -1,5 +1,4 @@
 """Amplitude HTTP V2 API (``POST /2/httpapi``): one Amplitude event per Segment event.
-
 Per Amplitude's docs (http-v2, http-api-batching-retries): ≤ 2,000 events and < 1 MB per
 request (else 413); a 400 names bad events by index and ingests nothing; 429 = throttled.
 """
@@ -126,16 +125,14 @@ def convert(event: Event, settings: Settings) -> dict[str, Any] | str:
 
 def _context_fields(ctx: dict[str, Any], device: dict[str, Any], out: dict[str, Any]) -> None:
     library: dict[str, Any] = ctx.get("library") or {}
-    platform = "Web" if library.get("name") == "analytics.js" else device.get("type")
     _put(out, "ip", ctx.get("ip"))
-    _put(out, "platform", platform)
+    _put(out, "platform", "Web" if library.get("name") == "analytics.js" else device.get("type"))
     if os_ := ctx.get("os"):
         _put(out, "os_name", os_.get("name"))
         _put(out, "os_version", os_.get("version"))
     _put(out, "device_model", device.get("model"))
     _put(out, "device_manufacturer", device.get("manufacturer"))
-    if app := ctx.get("app"):
-        _put(out, "app_version", app.get("version"))
+    _put(out, "app_version", (ctx.get("app") or {}).get("version"))
     _put(out, "language", ctx.get("locale"))
     if location := ctx.get("location"):
         _put(out, "country", location.get("country"))
