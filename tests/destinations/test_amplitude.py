@@ -15,8 +15,8 @@ from multidict import CIMultiDict
 
 from destinations.amplitude import CONNECTOR, Settings, classify, encode
 from destinations.base import Request, Response
-from router.delivery.http import HttpSender
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Retry, Split
+from tests.destinations.harness import send_once
 from tests.destinations.samples import FULL, MINIMAL
 from tests.fakes.amplitude import AmplitudeFake
 
@@ -229,13 +229,8 @@ async def fake() -> AsyncIterator[AmplitudeFake]:
 
 
 async def send(fake: AmplitudeFake, events: list[dict[str, Any]], **kw: Any) -> list[Outcome]:
-    sender = HttpSender(CONNECTOR, Settings(api_key=kw.pop("api_key", KEY),
-                                            endpoint=fake.endpoint, **kw))
-    await sender.start()
-    try:
-        return await sender.send(events)
-    finally:
-        await sender.close()
+    settings = Settings(api_key=kw.pop("api_key", KEY), endpoint=fake.endpoint, **kw)
+    return await send_once(CONNECTOR, settings, events)
 
 
 ALIAS = {"type": "alias", "userId": "user-00042", "previousId": "anon-4242424",

@@ -19,6 +19,7 @@ from destinations.base import Request, Response
 from destinations.bigquery import CONNECTOR, Settings, authenticate, classify, encode
 from router.delivery.http import HttpSender
 from router.delivery.outcome import DELIVERED, Delivered, Partial, Rejected, Retry, Split
+from tests.destinations.harness import send_once
 from tests.destinations.samples import FULL, MINIMAL
 from tests.fakes.bigquery import BigQueryFake
 
@@ -200,15 +201,7 @@ def fake_settings(fake: BigQueryFake, **overrides: Any) -> Settings:
 
 async def send(fake: BigQueryFake, events: list[dict[str, Any]],
                sender: HttpSender | None = None, **overrides: Any) -> list[Any]:
-    own = sender is None
-    sender = sender or HttpSender(CONNECTOR, fake_settings(fake, **overrides))
-    if own:
-        await sender.start()
-    try:
-        return await sender.send(events)
-    finally:
-        if own:
-            await sender.close()
+    return await send_once(CONNECTOR, fake_settings(fake, **overrides), events, sender)
 
 
 async def test_authenticate_signs_a_jwt_the_token_endpoint_accepts(fake: BigQueryFake) -> None:

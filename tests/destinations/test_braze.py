@@ -13,8 +13,8 @@ from multidict import CIMultiDict
 
 from destinations.base import Request, Response
 from destinations.braze import CONNECTOR, Settings, classify, encode
-from router.delivery.http import HttpSender
 from router.delivery.outcome import DELIVERED, Partial, Rejected, Retry, Split
+from tests.destinations.harness import send_once
 from tests.destinations.samples import FULL, MINIMAL
 from tests.fakes.braze import BrazeFake
 
@@ -203,12 +203,7 @@ async def fake() -> AsyncIterator[BrazeFake]:
 
 
 async def send(fake: BrazeFake, events: list[dict[str, Any]], **overrides: Any) -> list[Any]:
-    sender = HttpSender(CONNECTOR, settings(rest_endpoint=fake.url, **overrides))
-    await sender.start()
-    try:
-        return await sender.send(events)
-    finally:
-        await sender.close()
+    return await send_once(CONNECTOR, settings(rest_endpoint=fake.url, **overrides), events)
 
 
 async def test_e2e_full_events_are_recorded(fake: BrazeFake) -> None:

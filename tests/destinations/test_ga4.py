@@ -19,9 +19,9 @@ from pydantic import ValidationError
 
 from destinations.base import Request, Response, classify_http
 from destinations.ga4 import CONNECTOR, Settings, encode
-from router.delivery.http import HttpSender
 from router.delivery.outcome import DELIVERED, Delivered, Rejected, Retry
 from router.events import iso
+from tests.destinations.harness import send_once
 from tests.destinations.samples import FULL, MINIMAL
 from tests.fakes.ga4 import GA4Fake
 
@@ -344,12 +344,7 @@ def fake_settings(fake: GA4Fake, **overrides: Any) -> Settings:
 
 
 async def send(s: Settings, events: list[dict[str, Any]]) -> list[Any]:
-    sender = HttpSender(CONNECTOR, s)
-    await sender.start()
-    try:
-        return await sender.send(events)
-    finally:
-        await sender.close()
+    return await send_once(CONNECTOR, s, events)
 
 
 async def test_end_to_end_valid_payloads_only(fake: GA4Fake) -> None:

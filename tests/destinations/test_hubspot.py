@@ -13,8 +13,8 @@ from multidict import CIMultiDict
 
 from destinations.base import Request, Response
 from destinations.hubspot import CONNECTOR, Settings, classify, encode
-from router.delivery.http import HttpSender
 from router.delivery.outcome import DELIVERED, Partial, Rejected, Retry, Split
+from tests.destinations.harness import send_once
 from tests.destinations.samples import FULL, MINIMAL
 from tests.fakes.hubspot import HubSpotFake
 
@@ -225,12 +225,7 @@ async def fake() -> AsyncIterator[HubSpotFake]:
 
 
 async def send(fake: HubSpotFake, events: list[dict[str, Any]], **overrides: Any) -> list[Any]:
-    sender = HttpSender(CONNECTOR, settings(base_url=fake.url, **overrides))
-    await sender.start()
-    try:
-        return await sender.send(events)
-    finally:
-        await sender.close()
+    return await send_once(CONNECTOR, settings(base_url=fake.url, **overrides), events)
 
 
 async def test_e2e_contacts_and_events_are_accepted(fake: HubSpotFake) -> None:

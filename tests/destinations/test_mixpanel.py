@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from destinations.base import Request, Response
 from destinations.mixpanel import CONNECTOR, Settings, classify, encode, insert_id
-from router.delivery.http import HttpSender
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Retry, Split
+from tests.destinations.harness import send_once
 from tests.destinations.samples import FULL, MINIMAL
 from tests.fakes.mixpanel import MixpanelFake
 
@@ -244,12 +244,7 @@ async def fake() -> AsyncIterator[MixpanelFake]:
 async def send(fake: MixpanelFake, events: list[dict[str, Any]], **kw: Any) -> list[Outcome]:
     auth = {} if kw.pop("no_account", False) else ACCOUNT
     config = {**auth, "project_token": TOKEN, "api_host": fake.url, **kw}
-    sender = HttpSender(CONNECTOR, Settings(**config))
-    await sender.start()
-    try:
-        return await sender.send(events)
-    finally:
-        await sender.close()
+    return await send_once(CONNECTOR, Settings(**config), events)
 
 
 async def test_e2e_delivers_minimal_and_full(fake: MixpanelFake) -> None:

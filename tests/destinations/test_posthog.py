@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from destinations.base import Request, Response
 from destinations.posthog import CONNECTOR, NAMESPACE, Settings, classify, encode
-from router.delivery.http import HttpSender
 from router.delivery.outcome import DELIVERED, Rejected, Retry, Split
+from tests.destinations.harness import send_once
 from tests.destinations.samples import FULL, MINIMAL
 from tests.fakes.posthog import PostHogFake
 
@@ -206,12 +206,7 @@ async def fake() -> Any:
 
 
 async def send(s: Settings, events: list[dict[str, Any]]) -> list[Any]:
-    sender = HttpSender(CONNECTOR, s)
-    await sender.start()
-    try:
-        return await sender.send(events)
-    finally:
-        await sender.close()
+    return await send_once(CONNECTOR, s, events)
 
 
 async def test_end_to_end_delivers_native_payload(fake: PostHogFake) -> None:

@@ -15,6 +15,7 @@ from destinations.base import Request, Response
 from destinations.salesforce import CONNECTOR, Settings, authenticate, classify, encode
 from router.delivery.http import HttpSender
 from router.delivery.outcome import DELIVERED, Partial, Rejected, Retry, Split
+from tests.destinations.harness import send_once
 from tests.destinations.samples import FULL, MINIMAL
 from tests.fakes.salesforce import SalesforceFake
 
@@ -184,15 +185,7 @@ async def test_authenticate_issues_a_bearer_token(fake: SalesforceFake) -> None:
 
 async def send(fake: SalesforceFake, events: list[dict[str, Any]],
                sender: HttpSender | None = None, **overrides: Any) -> list[Any]:
-    own = sender is None
-    sender = sender or HttpSender(CONNECTOR, fake_settings(fake, **overrides))
-    if own:
-        await sender.start()
-    try:
-        return await sender.send(events)
-    finally:
-        if own:
-            await sender.close()
+    return await send_once(CONNECTOR, fake_settings(fake, **overrides), events, sender)
 
 
 async def test_e2e_upserts_and_per_record_rejections(fake: SalesforceFake) -> None:
