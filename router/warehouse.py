@@ -103,8 +103,16 @@ def identifier(raw: str) -> str:
 
 def event_table(event_name: str) -> str:
     """The per-event table of a track call; never one of the standard tables."""
-    name = identifier(event_name)
-    return "_" + name if name in STANDARD else name
+    table = _TABLES.get(event_name)
+    if table is None:
+        if len(_TABLES) > 10_000:  # bounded even when a client sends unbounded names
+            _TABLES.clear()
+        name = identifier(event_name)
+        table = _TABLES[event_name] = "_" + name if name in STANDARD else name
+    return table
+
+
+_TABLES: dict[str, str] = {}  # event name -> table (names repeat every event)
 
 
 def _digest(text: str) -> str:
@@ -422,11 +430,15 @@ def widen_sql(ns: str, table: str, name: str, kind: ColumnType,
             f"TYPE {types[kind]} USING CAST({quote(name)} AS {types[kind]})")
 
 
-def insert_sql(ns: str, table: str, columns: list[str], source: str) -> str:
+def insert_sql(ns: str, table: str, columns: list[str], source: str,
+               skip_loaded: bool = True) -> str:
     """``INSERT ... <source>`` that skips ids already loaded; ``users`` is upserted:
     a newer identify's non-null values win; an older one (or the same one delivered
-    again) only fills nulls, so a redelivery changes nothing."""
+    again) only fills nulls, so a redelivery changes nothing. With ``skip_loaded``
+    false, a plain insert (cheaper; an id already loaded fails it on the primary key)."""
     names = ", ".join(quote(c) for c in columns)
+    if not skip_loaded and table != "users":
+        return f"INSERT INTO {ns}.{quote(table)} ({names}) {source}"
     head = f"INSERT INTO {ns}.{quote(table)} ({names}) {source} ON CONFLICT (id) DO "
     if table != "users":
         return head + "NOTHING"

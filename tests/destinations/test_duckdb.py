@@ -111,6 +111,16 @@ async def test_sending_the_same_events_again_adds_no_rows(sender: DuckDBSender,
                  "FROM shop.users") == users
 
 
+async def test_a_batch_partly_loaded_before_loads_the_rest(sender: DuckDBSender,
+                                                           query: Query) -> None:
+    # A plain insert meets the loaded ids on the primary key; the batch is loaded again,
+    # skipping them, in a new transaction.
+    await sender.send(FULL[:2])
+    assert await sender.send(FULL) == [DELIVERED] * len(FULL)
+    assert query("SELECT count(*), count(DISTINCT id) FROM shop.tracks") == [(2, 2)]
+    assert query("SELECT count(*) FROM shop.identifies") == [(1,)]
+
+
 async def test_a_new_property_adds_a_column(sender: DuckDBSender, query: Query) -> None:
     await sender.send([track("m1", sku="a")])
     assert "color" not in columns(query, "item_viewed")
