@@ -8,6 +8,9 @@ A destination module defines ``CONNECTOR = Connector(...)`` with:
 - ``encode(events, settings) -> Encoded``: pure; turns a batch of Segment-spec event
   dicts into one or more HTTP requests, and rejects locally what the vendor would refuse
   (or would silently drop), each with a reason;
+- optionally ``encode_raw(jsons, settings) -> Encoded``: the same from each event's JSON
+  (the Kafka record's own bytes when nothing changed the event), for a connector that
+  sends events as they are and need not serialise them again;
 - optionally ``classify(response, request) -> Outcome`` where the default HTTP rules
   (``classify_http``) are not enough — e.g. per-event errors in a 200 or 400 body;
 - optionally ``authenticate(session, settings) -> Credentials`` for token-based auth
@@ -96,6 +99,7 @@ class Connector:
     settings: type[ConnectorSettings]
     limits: Limits
     encode: Callable[[list[Event], Any], Encoded] | None = None
+    encode_raw: Callable[[list[bytes], Any], Encoded] | None = None
     classify: Callable[[Response, Request], Outcome] | None = None
     authenticate: Callable[[Any, Any], Awaitable[Credentials]] | None = None
     sender: Callable[[Any], Sender] | None = None

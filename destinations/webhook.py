@@ -42,12 +42,20 @@ class Settings(ConnectorSettings):
 
 
 def encode(events: list[Event], settings: Settings) -> Encoded:
-    body = orjson.dumps(events)
+    return _encoded(orjson.dumps(events), len(events), settings)
+
+
+def encode_raw(jsons: list[bytes], settings: Settings) -> Encoded:
+    """The same body from the events' JSON as it is (no re-serialising)."""
+    return _encoded(b"[" + b",".join(jsons) + b"]", len(jsons), settings)
+
+
+def _encoded(body: bytes, count: int, settings: Settings) -> Encoded:
     headers = {"Content-Type": "application/json", **settings.headers}
     if settings.secret is not None:
         digest = hmac.new(settings.secret.get_secret_value().encode(), body, hashlib.sha256)
         headers[settings.signature_header] = "sha256=" + digest.hexdigest()
-    return Encoded([Request(settings.url, body, list(range(len(events))), headers)])
+    return Encoded([Request(settings.url, body, list(range(count)), headers)])
 
 
 def classify(response: Response, request: Request) -> Outcome:
@@ -74,6 +82,7 @@ CONNECTOR = Connector(
     settings=Settings,
     limits=Limits(max_events=1000, max_bytes=5_000_000),
     encode=encode,
+    encode_raw=encode_raw,
     classify=classify,
     docs="""Identity: none needed — every event is sent as it is (after the destination's
 transforms), keyed by its `messageId`, which receivers should use to deduplicate

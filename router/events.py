@@ -64,6 +64,15 @@ def decode(
     append_time_ms: int | None = None,
     max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> dict[str, Any] | Invalid:
+    event = parse(raw, max_bytes)
+    if type(event) is dict:
+        complete(event, raw, append_time_ms)  # type: ignore[arg-type]
+    return event
+
+
+def parse(raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES
+          ) -> dict[str, Any] | Invalid:
+    """The spec checks of ``decode``, without filling ``messageId`` and ``timestamp``."""
     if raw is None:
         return Invalid("empty", "the message has no value (a tombstone?)")
     if len(raw) > max_bytes:
@@ -76,16 +85,21 @@ def decode(
         except UnicodeDecodeError as uexc:
             return Invalid("invalid_utf8", str(uexc))
         return Invalid("invalid_json", str(exc))
-    if not isinstance(event, dict):
+    if type(event) is not dict:
         return Invalid("not_an_object", f"expected a JSON object, got {type(event).__name__}")
-    problem = _check(event)
-    if problem is not None:
-        return problem
+    return _check(event) or event
+
+
+def complete(event: dict[str, Any], raw: bytes, append_time_ms: int | None) -> bool:
+    """Fill a missing ``messageId`` and ``timestamp``; True when it changed the event."""
+    changed = False
     if not event.get("messageId"):
         event["messageId"] = "derived-" + hashlib.sha1(raw).hexdigest()
+        changed = True
     if "timestamp" not in event:
         event["timestamp"] = _infer_timestamp(event, append_time_ms)
-    return event
+        changed = True
+    return changed
 
 
 def _check(event: dict[str, Any]) -> Invalid | None:
@@ -96,10 +110,12 @@ def _check(event: dict[str, Any]) -> Invalid | None:
     user_id, anon_id = get("userId"), get("anonymousId")
     if not user_id and not anon_id:
         return Invalid("missing_identity", "neither userId nor anonymousId is set")
-    for name, value in (("userId", user_id), ("anonymousId", anon_id)):
-        if value is not None and type(value) is not str and (
-                not isinstance(value, int) or isinstance(value, bool)):
-            return Invalid("wrong_type", f"{name} must be a string, got {type(value).__name__}")
+    if not (type(user_id) is str or user_id is None) or not (
+            type(anon_id) is str or anon_id is None):
+        for name, value in (("userId", user_id), ("anonymousId", anon_id)):
+            if value is not None and type(value) is not str and type(value) is not int:
+                return Invalid("wrong_type",
+                               f"{name} must be a string, got {type(value).__name__}")
     message_id = get("messageId")
     if message_id is not None and type(message_id) is not str:
         return Invalid("wrong_type", f"messageId must be a string, got {type(message_id).__name__}")
@@ -115,19 +131,19 @@ def _check(event: dict[str, Any]) -> Invalid | None:
             return Invalid("wrong_type", f"{name} must be an object, got {type(value).__name__}")
     for name in TIME_FIELDS:
         value = get(name)
-        if value is not None and not _valid_time(value):
-            return Invalid("bad_timestamp", f"{name} {value!r} is not an ISO-8601 time")
+        if value is None:
+            continue
+        try:
+            if type(value) is str and value:
+                fromisoformat(value)
+                continue
+        except ValueError:
+            pass
+        return Invalid("bad_timestamp", f"{name} {value!r} is not an ISO-8601 time")
     return None
 
 
-def _valid_time(value: Any) -> bool:
-    if type(value) is not str or not value:
-        return False
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
+fromisoformat = datetime.fromisoformat
 
 
 def _infer_timestamp(event: dict[str, Any], append_time_ms: int | None) -> str:

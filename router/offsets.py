@@ -41,7 +41,7 @@ class Envelope:
         self.key = key
         self.chunk = chunk
         self.tracker = tracker
-        self.event: dict[str, Any] | None = None
+        self.event: dict[str, Any] | None = None  # the decoded event, when ``raw`` is it
         self.pending = 0
         self.attempts = 0  # delivery attempts so far (retry-topic records carry theirs)
         self.first_failure_at = 0.0

@@ -17,7 +17,7 @@ from typing import Any
 from router.config import Config, DestinationBase
 from router.delivery.outbox import Outbox
 from router.delivery.worker import Worker
-from router.events import Invalid, decode
+from router.events import Invalid, complete, parse
 from router.offsets import Envelope, Tracker
 from router.stages.dedupe import Dedupe
 from router.stages.route import compile_route
@@ -84,15 +84,18 @@ class Pipeline:
         for record in records:
             env = Envelope(record.value, topic, partition, record.offset, record.timestamp,
                            record.key, chunk, tracker)
-            event = decode(record.value, record.timestamp, max_bytes)
+            event = parse(record.value, max_bytes)
             if type(event) is Invalid:
                 stats.invalid[event.reason] += 1
                 env.pending = 1
                 dead.append((env, f"{event.reason}: {event.detail}"))
                 continue
             assert isinstance(event, dict)
-            if event["messageId"].startswith("derived-"):
-                stats.derived_message_ids += 1
+            if complete(event, record.value, record.timestamp):
+                if event["messageId"].startswith("derived-"):
+                    stats.derived_message_ids += 1
+            else:  # the record's bytes are this event: senders may pass them on as they are
+                env.event = event
             if suppression is not None and suppression.suppressed(event):
                 self._drop(env, "suppressed")
                 continue

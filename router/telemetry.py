@@ -62,6 +62,20 @@ class Histogram:
         self.total += value * n
         self.count += n
 
+    def observe_ages(self, times_ms: list[int], now_ms: float) -> None:
+        """``observe`` the age in seconds, at ``now_ms``, of each epoch-ms time."""
+        counts, bounds, find = self.counts, self.bounds, bisect.bisect_left
+        total = 0.0
+        for then in times_ms:
+            age = (now_ms - then) / 1000
+            if age > 0:
+                counts[find(bounds, age)] += 1
+                total += age
+            else:
+                counts[0] += 1
+        self.total += total
+        self.count += len(times_ms)
+
     def quantile(self, q: float) -> float | None:
         """Upper bound of the bucket holding the q-quantile (for the live page)."""
         if not self.count:

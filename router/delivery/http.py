@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import aiohttp
+import orjson
 
 from destinations.base import (
     Connector,
@@ -50,6 +51,7 @@ class HttpSender:
         self.on_response: Any = None  # callback(status: int, seconds: float) for metrics
         self.max_bytes = max_bytes or connector.limits.max_bytes
         self.limiter: RateLimiter | None = None  # the worker's; applied per request
+        self.takes_raw = connector.encode_raw is not None  # send(events, raws) helps
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=max(2, self.concurrency * 2),
@@ -62,9 +64,20 @@ class HttpSender:
             await self.session.close()
             self.session = None
 
-    async def send(self, events: list[Event]) -> list[Outcome]:
+    async def send(self, events: list[Event], raws: list[bytes | None] | None = None
+                   ) -> list[Outcome]:
+        """``raws``: each event's exact JSON when known (the record's bytes), else None."""
         outcomes: list[Outcome] = [DELIVERED] * len(events)
-        encoded = self._encode(events, list(range(len(events))))
+        if raws is not None and self.connector.encode_raw is not None:
+            try:
+                encoded = self.connector.encode_raw(
+                    [raw if raw is not None else orjson.dumps(event)
+                     for raw, event in zip(raws, events, strict=True)], self.settings)
+            except Exception as exc:  # an encoder bug must not lose the batch
+                encoded = Encoded(rejected=dict.fromkeys(range(len(events)),
+                                                         f"encode failed: {exc!r}"))
+        else:
+            encoded = self._encode(events, list(range(len(events))))
         await self._send_encoded(events, encoded, outcomes)
         return outcomes
 

@@ -47,6 +47,7 @@ class ProcessSender:
         self.factory = factory
         self.settings = settings
         self.pool: ProcessPoolExecutor | None = None
+        self.takes_raw = True  # send(events, raws): the records' bytes, not re-serialised
 
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:
@@ -59,8 +60,13 @@ class ProcessSender:
         # start the child now, so the first batch does not wait for it
         await asyncio.get_running_loop().run_in_executor(self._pool(), _noop)
 
-    async def send(self, events: list[dict[str, Any]]) -> list[Outcome]:
-        payload = orjson.dumps(events)
+    async def send(self, events: list[dict[str, Any]], raws: list[bytes | None] | None = None
+                   ) -> list[Outcome]:
+        if raws is None:
+            payload = orjson.dumps(events)
+        else:
+            payload = b"[" + b",".join([raw if raw is not None else orjson.dumps(event)
+                                        for raw, event in zip(raws, events, strict=True)]) + b"]"
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool(), _send,
                                                                     payload)

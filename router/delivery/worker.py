@@ -65,6 +65,7 @@ class Worker:
         if not self.limit_batches:
             sender.limiter = self.limiter
         self.order = UserOrder() if self.per_user else None
+        self.takes_raw = getattr(sender, "takes_raw", False)
         self.paused = False
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -151,7 +152,12 @@ class Worker:
             stats.batch_size.observe(len(pending))
             if self.limit_batches:
                 await self.limiter.acquire()
-            outcomes = await self.sender.send([event for _, event in pending])
+            if self.takes_raw:  # an event that is still the record's bytes goes as they are
+                outcomes = await self.sender.send(
+                    [event for _, event in pending],
+                    [env.raw if env.event is event else None for env, event in pending])
+            else:
+                outcomes = await self.sender.send([event for _, event in pending])
             retry: list[tuple[Envelope, dict[str, Any]]] = []
             rejected: list[tuple[Envelope, str]] = []
             delivered = 0
@@ -160,8 +166,8 @@ class Worker:
             now_ms = time.time() * 1000
             e2e = stats.end_to_end
             if outcomes.count(DELIVERED) == len(outcomes):  # the common case, kept tight
+                e2e.observe_ages([env.append_ms for env, _ in pending], now_ms)
                 for env, _ in pending:
-                    e2e.observe(max(0.0, (now_ms - env.append_ms) / 1000))
                     env.settle()
                 stats.delivered += len(pending)
                 if self.order is not None:

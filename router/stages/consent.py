@@ -38,6 +38,8 @@ def compile_consent(categories: list[str]) -> Callable[[dict[str, Any]], bool] |
         prefs = consent.get("categoryPreferences")
         if not isinstance(prefs, dict):
             return False
+        if len(required) == 1:  # the common case: no generator
+            return prefs.get(required[0]) is True
         return all(prefs.get(category) is True for category in required)
 
     return consented

@@ -56,7 +56,7 @@ def compile_route(
     def route(event: dict[str, Any]) -> dict[str, Any] | str:
         if consented is not None and not consented(event):
             return "consent"
-        if not enabled(event):
+        if "integrations" in event and not enabled(event):  # most events have none
             return "integrations"
         if matches is not None:
             try:

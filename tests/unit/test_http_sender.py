@@ -39,3 +39,19 @@ async def test_connection_refused_is_a_retry() -> None:
     finally:
         await sender.close()
     assert all(isinstance(o, Retry) and "connection" in o.reason for o in outcomes)
+
+
+async def test_events_known_as_json_are_sent_as_those_bytes_and_signed() -> None:
+    raw = b'{"type": "track", "event": "E", "userId": "u", "messageId": "m0"}'  # spaced
+    async with WebhookSink(secret="s3cret") as sink:
+        settings = webhook.Settings(url=f"{sink.url}/events", secret="s3cret")
+        sender = HttpSender(webhook.CONNECTOR, settings)
+        await sender.start()
+        try:
+            batch = events(2)
+            outcomes = await sender.send(batch, [raw, None])
+        finally:
+            await sender.close()
+    assert all(isinstance(o, Delivered) for o in outcomes)  # the sink checked the signature
+    [(_, body)] = sink.requests
+    assert body.startswith(b"[" + raw + b",") and sorted(sink.ids) == ["m0", "m1"]

@@ -36,3 +36,26 @@ async def test_outcomes_come_back_and_a_dead_child_is_replaced() -> None:
         assert await sender.send([{"id": 5}]) == [DELIVERED]  # a new child took over
     finally:
         await sender.close()
+
+
+class Echo:
+    """Rejects every event with the event it was given, as JSON."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        pass
+
+    def send_sync(self, events: list[dict[str, Any]]) -> list[Outcome]:
+        return [Rejected(repr(sorted(e.items()))) for e in events]
+
+    def close_sync(self) -> None:
+        pass
+
+
+async def test_known_raw_json_is_sent_as_it_is_and_the_rest_serialised() -> None:
+    sender = ProcessSender(Echo, {})
+    try:
+        got = await sender.send([{"id": 1}, {"id": 2}], [b'{"id": 1, "raw": true}', None])
+        assert [o.reason for o in got] == [  # type: ignore[union-attr]
+            repr([("id", 1), ("raw", True)]), repr([("id", 2)])]
+    finally:
+        await sender.close()

@@ -53,3 +53,21 @@ def test_refetched_offsets_bypass_dedupe_but_upstream_duplicates_do_not() -> Non
     assert sink.ids == ["a", "b", "a", "b"] and stats.dropped["duplicate"] == 1
     assert stats.destinations["hook"].filtered["duplicate"] == 1
     assert pipe.tracker.committable() == {tp: 3}
+
+
+def test_only_events_that_are_still_their_records_bytes_may_be_passed_on_raw() -> None:
+    """``env.event`` is set when decode filled in nothing, so senders may send ``env.raw``
+    as the event's JSON; a filled-in messageId or timestamp makes the bytes stale."""
+    pipe, _, _ = pipeline()
+    seen: list[tuple[Any, dict[str, Any]]] = []
+    pipe.destinations[0].worker.submit_many = seen.extend  # type: ignore[method-assign]
+    complete = {"type": "track", "event": "E", "userId": "u", "messageId": "m1",
+                "timestamp": "2026-11-24T07:00:00Z"}
+    no_time = {"type": "track", "event": "E", "userId": "u", "messageId": "m2"}
+    no_id = {"type": "track", "event": "E", "userId": "u", "timestamp": "2026-11-24T07:00:00Z"}
+    pipe.intake(TopicPartition("t", 0), [Record(orjson.dumps(e), i, 1_700_000_000_000, b"u")
+                                         for i, e in enumerate([complete, no_time, no_id])])
+    (env1, ev1), (env2, ev2), (env3, ev3) = seen
+    assert env1.event is ev1 and orjson.loads(env1.raw) == ev1
+    assert env2.event is None and "timestamp" in ev2
+    assert env3.event is None and ev3["messageId"].startswith("derived-")
