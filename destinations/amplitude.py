@@ -27,6 +27,7 @@ from router.events import time_ms
 ENDPOINTS = {"standard": "https://api2.amplitude.com/2/httpapi",
              "eu": "https://api.eu.amplitude.com/2/httpapi"}
 DEFAULT_MIN_ID_LENGTH = 5
+NUMBERS = (int, float)  # exactly: a bool is not a number here
 THROTTLE_PAUSE_S = 30.0  # Amplitude: stop sending for a throttled user/device for 30 s
 INDEXED_400_FIELDS = ("events_with_invalid_fields", "events_with_missing_fields",
                       "events_with_invalid_id_lengths")
@@ -63,23 +64,25 @@ def event_type(event: Event, settings: Settings) -> str:
 
 def revenue_fields(event: Event, props: dict[str, Any]) -> dict[str, Any]:
     """Amplitude's revenue keys from Segment e-commerce properties (Segment's mapping)."""
+    get = props.get
     order = event.get("event") == "Order Completed"
-    revenue = props.get("revenue")
-    revenue = revenue if _number(revenue) or not order else props.get("total")
-    out: dict[str, Any] = {"revenue": revenue} if _number(revenue) else {}
-    if out and order:
-        out["revenueType"] = "Purchase"
-    out.update((k, props[k]) for k in ("price", "quantity") if _number(props.get(k)))
-    product_id = props.get("product_id") or props.get("productId")
+    revenue = get("revenue")
+    if order and type(revenue) not in NUMBERS:
+        revenue = get("total")
+    out: dict[str, Any] = {}
+    if type(revenue) in NUMBERS:
+        out["revenue"] = revenue
+        if order:
+            out["revenueType"] = "Purchase"
+    for key in ("price", "quantity"):
+        if type(value := get(key)) in NUMBERS:
+            out[key] = value
+    product_id = get("product_id") or get("productId")
     if product_id is not None:
         out["productId"] = str(product_id)
-    if props.get("revenueType") or props.get("revenue_type"):
-        out["revenueType"] = str(props.get("revenueType") or props.get("revenue_type"))
+    if kind := get("revenueType") or get("revenue_type"):
+        out["revenueType"] = str(kind)
     return out
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def convert(event: Event, settings: Settings) -> dict[str, Any] | str:
@@ -87,63 +90,61 @@ def convert(event: Event, settings: Settings) -> dict[str, Any] | str:
     kind = event["type"]
     if kind == "alias":
         return "alias is not part of the Amplitude HTTP V2 API (it needs the usermap API)"
-    ctx: dict[str, Any] = event.get("context") or {}
+    get = event.get
+    ctx: dict[str, Any] = get("context") or {}
     device: dict[str, Any] = ctx.get("device") or {}
-    anonymous_id = event.get("anonymousId")
+    anonymous_id = get("anonymousId")
     device_id = (anonymous_id or device.get("id") if settings.prefer_anonymous_id_for_device_id
                  else device.get("id") or anonymous_id)
     out: dict[str, Any] = {"event_type": event_type(event, settings)}
     min_length = settings.min_id_length or DEFAULT_MIN_ID_LENGTH
-    for name, value in (("user_id", event.get("userId")), ("device_id", device_id)):
+    for name, value in (("user_id", get("userId")), ("device_id", device_id)):
         if value is None or value == "":
             continue
-        if len(str(value)) < min_length:
-            return (f"{name} {str(value)!r} is shorter than {min_length} characters; Amplitude "
+        if type(value) is not str:
+            value = str(value)
+        if len(value) < min_length:
+            return (f"{name} {value!r} is shorter than {min_length} characters; Amplitude "
                     "rejects it (raise or lower `min_id_length` to allow it)")
-        out[name] = str(value)
+        out[name] = value
     if "user_id" not in out and "device_id" not in out:
         return "Amplitude needs a user_id or a device_id (userId, context.device.id, anonymousId)"
     out["time"] = time_ms(event)
     out["insert_id"] = event["messageId"]
-    props: dict[str, Any] = dict(event.get("properties") or {})
-    if kind == "identify":
-        out["user_properties"] = {"$set": event.get("traits") or {}}
-    elif kind == "group":
-        out["groups"] = {settings.group_type: str(event.get("groupId"))}
-        out["user_properties"] = {"$set": out["groups"]}
-    else:
-        if kind in ("page", "screen"):
-            for key in ("name", "category"):
-                if event.get(key) and key not in props:
-                    props[key] = event[key]
+    props: dict[str, Any] = get("properties") or {}  # shared, never changed
+    if kind == "track":
         out["event_properties"] = props
-        if kind == "track":
+        if props:
             out.update(revenue_fields(event, props))
+    elif kind == "identify":
+        out["user_properties"] = {"$set": get("traits") or {}}
+    elif kind == "group":
+        out["groups"] = {settings.group_type: str(get("groupId"))}
+        out["user_properties"] = {"$set": out["groups"]}
+    else:  # page, screen
+        props = {**{k: event[k] for k in ("name", "category") if get(k)}, **props}
+        out["event_properties"] = props
     _context_fields(ctx, device, out)
     return out
 
 
 def _context_fields(ctx: dict[str, Any], device: dict[str, Any], out: dict[str, Any]) -> None:
     library: dict[str, Any] = ctx.get("library") or {}
-    _put(out, "ip", ctx.get("ip"))
-    _put(out, "platform", "Web" if library.get("name") == "analytics.js" else device.get("type"))
+    library_name = library.get("name")
+    app = ctx.get("app") or {}
+    fields = [("ip", ctx.get("ip")), ("language", ctx.get("locale")),
+              ("platform", "Web" if library_name == "analytics.js" else device.get("type")),
+              ("device_model", device.get("model")), ("app_version", app.get("version")),
+              ("device_manufacturer", device.get("manufacturer"))]
     if os_ := ctx.get("os"):
-        _put(out, "os_name", os_.get("name"))
-        _put(out, "os_version", os_.get("version"))
-    _put(out, "device_model", device.get("model"))
-    _put(out, "device_manufacturer", device.get("manufacturer"))
-    _put(out, "app_version", (ctx.get("app") or {}).get("version"))
-    _put(out, "language", ctx.get("locale"))
+        fields += (("os_name", os_.get("name")), ("os_version", os_.get("version")))
     if location := ctx.get("location"):
-        _put(out, "country", location.get("country"))
-        _put(out, "city", location.get("city"))
-    if library.get("name"):
-        out["library"] = f"{library['name']}/{library.get('version', '')}".rstrip("/")
-
-
-def _put(out: dict[str, Any], key: str, value: Any) -> None:
-    if value is not None and value != "":
-        out[key] = value if type(value) is str else str(value)
+        fields += (("country", location.get("country")), ("city", location.get("city")))
+    for key, value in fields:
+        if value is not None and value != "":
+            out[key] = value if type(value) is str else str(value)
+    if library_name:
+        out["library"] = f"{library_name}/{library.get('version', '')}".rstrip("/")
 
 
 def encode(events: list[Event], settings: Settings) -> Encoded:
@@ -240,11 +241,10 @@ rejected locally, as Amplitude would. `insert_id` = `messageId` (Amplitude dedup
 traits}`; group → `$identify` with `groups: {group_type: groupId}`; page/screen → `Viewed
 <category> <name> Page|Screen` (Segment's "Track Named Pages"), else `Loaded a Page|Screen`;
 alias → rejected (needs the usermap API). `time` in ms; context → `ip`, `platform` (`Web`
-for analytics.js, else device type), `os_*`, `device_*`, `app_version`, `library`,
-`language`, `country`, `city`. Revenue: `revenue` (Order Completed: else `total`, type
-`Purchase`), `price`, `quantity`, `productId`, `revenueType`; products stay in properties.
+for analytics.js, else device type), `os_*`, `device_*`, `app_version`, `library`, `language`,
+`country`, `city`. Revenue: `revenue` (Order Completed: else `total`, type `Purchase`),
+`price`, `quantity`, `productId`, `revenueType`; products stay in properties.
 
-**Errors.** A 400 naming events rejects those and re-sends the rest (Amplitude ingested
-none); one naming none rejects all. 413 splits. 429 retries after 30 s, but rejects events
-of users/devices over their daily quota (as Amplitude's SDKs do).""",
+**Errors.** A 400 naming events rejects those, re-sends the rest; naming none, rejects all.
+413 splits. 429 retries after 30 s; users/devices over their daily quota are rejected.""",
 )

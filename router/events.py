@@ -50,8 +50,13 @@ def iso(dt: datetime) -> str:
 
 def time_ms(event: dict[str, Any]) -> int:
     """The event's ``timestamp`` in epoch milliseconds (decode guarantees it parses)."""
-    parsed = parse_time(event.get("timestamp"))
-    return int(parsed.timestamp() * 1000) if parsed else 0
+    try:
+        parsed = datetime.fromisoformat(event.get("timestamp"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
 
 
 def user_key(event: dict[str, Any]) -> str:
