@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import jwt
 import orjson
 from pydantic import Field, SecretStr, model_validator
 
@@ -169,6 +168,8 @@ async def authenticate(session: aiohttp.ClientSession, settings: Settings) -> Cr
     claims = {"iss": key["client_email"], "scope": SCOPE, "aud": settings.token_url,
               "iat": now, "exp": now + 3600}
     headers = {"kid": key["private_key_id"]} if key.get("private_key_id") else None
+    import jwt  # here: its cryptography costs ~8 MB in every router that never signs
+
     assertion = jwt.encode(claims, key["private_key"], algorithm="RS256", headers=headers)
     async with session.post(settings.token_url,
                             data={"grant_type": GRANT_TYPE, "assertion": assertion}) as resp:

@@ -5,9 +5,10 @@ changes) plus the database's own work. In the router's process it holds the GIL 
 competes with the event loop; in a child process it runs on another core. The router
 sends the batch as one orjson document and gets the per-event outcomes back.
 
-    ProcessSender(DuckDBSender, settings)
+    ProcessSender("destinations.duckdb_load:DuckDBSender", settings)
 
-The wrapped class is built in the child from ``settings`` and must offer
+The factory (a class, or ``"module:attribute"`` so that only the child imports it) is
+built in the child from ``settings``; what it builds must offer
 ``send_sync(events) -> list[Outcome]`` and ``close_sync()``. If the child dies, the
 batch is retried and a new child started.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -28,9 +30,15 @@ from router.delivery.outcome import Outcome, Retry
 _loader: Any = None  # the child's instance
 
 
+def load_attr(path: str) -> Any:
+    """``"package.module:attribute"`` -> the attribute, importing the module."""
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 def _init(factory: Any, settings: Any) -> None:
     global _loader
-    _loader = factory(settings)
+    _loader = (load_attr(factory) if isinstance(factory, str) else factory)(settings)
 
 
 def _send(payload: bytes) -> list[Outcome]:

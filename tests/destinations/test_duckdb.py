@@ -10,7 +10,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from destinations.duckdb_wh import CONNECTOR, DuckDBSender, Settings
+from destinations.duckdb_load import DuckDBSender
+from destinations.duckdb_wh import CONNECTOR, Settings
 from router.delivery.outcome import DELIVERED, Rejected, Retry
 from tests.destinations.samples import FULL, MINIMAL
 
