@@ -33,7 +33,7 @@ class Settings(ConnectorSettings):
     memory_limit: str = Field("128MB", pattern=SIZE,
                               description="DuckDB's memory limit (its default is 80% of RAM).")
     checkpoint_threshold: str = Field("64MB", pattern=SIZE, description=(
-        "WAL size that triggers a checkpoint (DuckDB's 16MB rewrites the index too often)."))
+        "WAL size that triggers a checkpoint (DuckDB's 16MB checkpoints too often here)."))
 
 
 CONNECTOR = Connector(
@@ -44,7 +44,8 @@ CONNECTOR = Connector(
     sender=lambda settings: (ProcessSender(LOADER, settings) if settings.own_process
                              else load_attr(LOADER)(settings)),
     docs="""An embedded DuckDB file with Segment's warehouse schema — the same tables,
-columns and semantics as PostgreSQL: `id` = `messageId` primary key (redelivery adds no
-rows), `users` upserted by `userId` with the latest traits, new properties add columns,
-type conflicts widen columns and never fail a load. See docs/warehouses.md.""",
+columns and semantics as PostgreSQL: `id` = `messageId` (redelivery adds no rows; no
+index but on `users`, so memory stays flat), `users` upserted by `userId` with the latest
+traits, new properties add columns, type conflicts widen columns and never fail a load.
+See docs/warehouses.md.""",
 )

@@ -412,8 +412,9 @@ def namespace(*parts: str) -> str:
 
 
 def create_table_sql(ns: str, table: str, columns: Mapping[str, ColumnType],
-                     types: Mapping[ColumnType, str]) -> str:
-    body = ", ".join(f"{quote(name)} {types[kind]}" + (" PRIMARY KEY" if name == "id" else "")
+                     types: Mapping[ColumnType, str], primary_key: bool = True) -> str:
+    body = ", ".join(f"{quote(name)} {types[kind]}"
+                     + (" PRIMARY KEY" if name == "id" and primary_key else "")
                      for name, kind in columns.items())
     return f"CREATE TABLE IF NOT EXISTS {ns}.{quote(table)} ({body})"
 
@@ -456,11 +457,12 @@ def insert_sql(ns: str, table: str, columns: list[str], source: str,
 
 
 def ddl(ns: str, table: str, exists: bool, change: Change,
-        types: Mapping[ColumnType, str]) -> list[str]:
+        types: Mapping[ColumnType, str], primary_key: bool = True) -> list[str]:
     """The statements that create ``table`` or add its new columns (widening is one
     statement per column, ``widen_sql``: one that cannot run must not stop the others)."""
     if not exists:
-        return [create_table_sql(ns, table, change.add, types)] if change.add else []
+        return ([create_table_sql(ns, table, change.add, types, primary_key)]
+                if change.add else [])
     return [add_column_sql(ns, table, n, k, types) for n, k in change.add.items()]
 
 
