@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import importlib
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -28,6 +29,7 @@ import orjson
 from router.delivery.outcome import Outcome, Retry
 
 _loader: Any = None  # the child's instance
+CHILD_NICENESS = 10
 
 
 def load_attr(path: str) -> Any:
@@ -38,6 +40,8 @@ def load_attr(path: str) -> Any:
 
 def _init(factory: Any, settings: Any) -> None:
     global _loader
+    with contextlib.suppress(OSError):  # bulk work yields the CPU to the router's event loop
+        os.nice(CHILD_NICENESS)
     _loader = (load_attr(factory) if isinstance(factory, str) else factory)(settings)
 
 
