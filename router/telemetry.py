@@ -49,10 +49,11 @@ def logger(name: str) -> Any:
 
 
 class Histogram:
-    __slots__ = ("bounds", "count", "counts", "total")
+    __slots__ = ("bounds", "bounds_ms", "count", "counts", "total")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
+        self.bounds_ms = tuple(bound * 1000 for bound in bounds)
         self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
         self.count = 0
@@ -64,16 +65,19 @@ class Histogram:
 
     def observe_ages(self, times_ms: list[int], now_ms: float) -> None:
         """``observe`` the age in seconds, at ``now_ms``, of each epoch-ms time."""
-        counts, bounds, find = self.counts, self.bounds, bisect.bisect_left
-        total = 0.0
-        for then in times_ms:
-            age = (now_ms - then) / 1000
-            if age > 0:
-                counts[find(bounds, age)] += 1
-                total += age
-            else:
-                counts[0] += 1
-        self.total += total
+        if not times_ms:
+            return
+        counts, find = self.counts, bisect.bisect_left
+        bounds_ms = self.bounds_ms
+        if max(times_ms) <= now_ms:  # no clock skew: no clamping, and the total in C
+            for then in times_ms:
+                counts[find(bounds_ms, now_ms - then)] += 1
+            self.total += (now_ms * len(times_ms) - sum(times_ms)) / 1000
+        else:
+            for then in times_ms:
+                age = max(0.0, now_ms - then)
+                counts[find(bounds_ms, age)] += 1
+                self.total += age / 1000
         self.count += len(times_ms)
 
     def quantile(self, q: float) -> float | None:
