@@ -2,8 +2,10 @@
 
 A warehouse load is mostly Python work (flattening events into rows, planning schema
 changes) plus the database's own work. In the router's process it holds the GIL and
-competes with the event loop; in a child process it runs on another core. The router
-sends the batch as one orjson document and gets the per-event outcomes back.
+competes with the event loop; in a child process (at niceness +10, so that the event
+loop wins the CPU) it runs on another core. The router sends the batch as one JSON array
+(the records' own bytes for events still equal to them) and gets the per-event outcomes
+back.
 
     ProcessSender("destinations.duckdb_load:DuckDBSender", settings)
 
