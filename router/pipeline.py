@@ -45,6 +45,9 @@ class Pipeline:
                  stats: Stats, tracker: Tracker) -> None:
         self.config = config
         self.destinations = destinations
+        for dest in destinations:  # a destination can only stall others if there are some
+            dest.worker.spill_at = (config.kafka.max_in_flight_events // 2
+                                    if len(destinations) > 1 else None)
         self.outbox = outbox
         self.stats = stats
         self.tracker = tracker

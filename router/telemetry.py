@@ -108,6 +108,7 @@ class DestinationStats:
         self.rejected = 0
         self.retried = 0
         self.parked = 0
+        self.spilled = 0  # parked because the destination fell behind the stream
         self.dead_lettered = 0
         self.filtered: defaultdict[str, int] = defaultdict(int)
         self.requests: defaultdict[int, int] = defaultdict(int)  # by HTTP status (0 = error)
@@ -184,6 +185,8 @@ class StatsCollector(Collector):
                            ("rejected", "Events the destination refused (dead-lettered)."),
                            ("retried", "Delivery attempts retried."),
                            ("parked", "Events parked in the destination's retry topic."),
+                           ("spilled", "Events parked because the destination fell behind "
+                            "the stream (counted in parked too)."),
                            ("dead_lettered", "Events dead-lettered for the destination.")):
             yield _counter(f"router_{field}_events", doc, ["destination"],
                            [((n,), getattr(x, field)) for n, x in d.items()])

@@ -3,8 +3,8 @@
 It consumes ``<retry_topic_prefix>.<destination>`` in its own consumer group. A record
 that is not yet due (header ``not_before``) is not waited for in place: the driver seeks
 back to it, pauses that partition and resumes it when due, so polling (and the group
-heartbeat) never stops. The same happens while the destination's circuit is open or an
-operator paused it: re-driving then would only park the records again.
+heartbeat) never stops. The same happens while the destination's circuit is open, an
+operator paused it or it is backlogged: re-driving then would only park them again.
 
 A due record is decoded, routed through the destination's stages again and submitted
 to the same worker with its attempt history; the worker delivers it, re-parks it with a
@@ -41,7 +41,8 @@ class RetryDriver:
 
     def intake(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[Any]) -> None:
         worker = self.destination.worker
-        hold_s = max(worker.circuit.wait_s(), 1.0 if worker.paused else 0.0)
+        hold_s = max(worker.circuit.wait_s(),
+                     1.0 if worker.paused or worker.backlogged() else 0.0)
         if hold_s > 0:  # it would only be parked again: leave it in the topic for now
             self._wait(consumer, tp, records[0].offset, hold_s)
             return

@@ -6,6 +6,12 @@
         still failing after inline_retries (or a long Retry-After) → park in retry topic
         older than max_retry_age_s → dead letter
 
+Spilling: while one destination holds ``spill_at`` events in flight (half the router's
+``max_in_flight_events``, set when there are other destinations), it is slower than the
+stream and would soon hold the router's whole in-flight budget: backpressure would then
+stall every destination. New batches are parked in its retry topic instead (due at once;
+the retry driver re-drives them once the backlog is down), so the others keep flowing.
+
 Lanes: with ``ordering: none`` there is one buffer and up to ``concurrency`` batches in
 flight. With ``ordering: per_user`` a user always maps to the same lane, a lane sends one
 batch at a time, and a user whose event was parked is *held*: their later events are
@@ -66,6 +72,8 @@ class Worker:
             sender.limiter = self.limiter
         self.order = UserOrder() if self.per_user else None
         self.takes_raw = getattr(sender, "takes_raw", False)
+        self.spill_at: int | None = None  # see the module doc; None: never spill
+        self.spilling = False
         self.paused = False
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -109,7 +117,25 @@ class Worker:
             lane.timer = None
         if lane.buffer:
             batch, lane.buffer, lane.bytes = lane.buffer, [], 0
-            self._spawn(self._send(lane, batch))
+            self._spawn(self._send(lane, batch, spill=self._over_backlog(len(batch))))
+
+    def _over_backlog(self, size: int) -> bool:
+        """Whether a new batch of ``size`` should spill (logged when that changes)."""
+        ahead = self.stats.in_flight - size  # events already queued or sending
+        spill = self.spill_at is not None and ahead >= self.spill_at
+        if spill != self.spilling:
+            self.spilling = spill
+            if spill:
+                log.warning("Destination slower than the stream: new batches are parked "
+                            "in its retry topic.", destination=self.name, in_flight=ahead)
+            else:
+                log.info("Destination caught up: batches are sent again.",
+                         destination=self.name, in_flight=ahead)
+        return spill
+
+    def backlogged(self) -> bool:
+        """Well above the spill mark: re-driving now would only spill again."""
+        return self.spill_at is not None and self.stats.in_flight >= self.spill_at // 2
 
     def flush_all(self) -> None:
         for lane in self.lanes:
@@ -121,8 +147,14 @@ class Worker:
         task.add_done_callback(self.tasks.discard)
 
     # -- sending ----------------------------------------------------------------------
-    async def _send(self, lane: Lane, batch: list[tuple[Envelope, dict[str, Any]]]) -> None:
+    async def _send(self, lane: Lane, batch: list[tuple[Envelope, dict[str, Any]]],
+                    spill: bool = False) -> None:
         try:
+            if spill:
+                self.stats.spilled += len(batch)
+                await self._park(batch, "backlog: the destination is slower than the stream",
+                                 after_s=0.0)
+                return
             async with lane.gate:
                 await self._deliver(batch)
         except Exception:  # a bug here must not lose events: park them

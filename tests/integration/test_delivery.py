@@ -196,6 +196,34 @@ async def test_one_dead_destination_does_not_stall_the_others(kafka_bootstrap: s
     assert set(c.ids) == want and len(c.received) >= len(want)
 
 
+async def test_a_slow_destination_spills_to_its_retry_topic_instead_of_stalling_the_others(
+        kafka_bootstrap: str, make_topic: Any) -> None:
+    """A destination that accepts everything, but slower than the stream: without
+    spilling it would hold the whole in-flight budget and backpressure would pace the
+    fast one to its speed. The fast one must finish while the slow one has had less than
+    half, and the slow one must still get every event (once parked, re-driven)."""
+    topic = await make_topic(partitions=2)
+    events = list(generate(2000, seed=15))
+    want = {e["messageId"] for e in events}
+    async with WebhookSink() as fast, WebhookSink(delay_s=0.5) as slow:
+        cfg = config_dict(kafka_bootstrap, topic, [
+            webhook("fast", f"{fast.url}/events"),
+            {**webhook("slow", f"{slow.url}/events", delivery={"concurrency": 1}),
+             "batch": {"max_events": 50, "max_wait_ms": 10}}],
+            max_in_flight_events=400, fetch_max_records=100)
+        async with running(cfg) as router:
+            await produce(kafka_bootstrap, topic, events)
+            await fast.wait_for(lambda: set(fast.ids) >= want, 30)
+            assert len(set(slow.ids)) < len(want) / 2, "the fast destination was paced"
+            stats = router.stats.destinations["slow"]
+            assert stats.spilled > 0 and stats.parked >= stats.spilled
+            await slow.wait_for(lambda: set(slow.ids) >= want, 90)
+            assert stats.dead_lettered == 0
+            await eventually(lambda: router.tracker.in_flight == 0, 10)
+    assert len(fast.received) == len(want)  # once each
+    assert set(slow.ids) == want
+
+
 async def test_backpressure_pauses_and_resumes_without_losing_the_group(
         kafka_bootstrap: str, make_topic: Any) -> None:
     topic = await make_topic(partitions=2)
