@@ -128,6 +128,10 @@ class DeliveryConfig(Frozen):
     circuit_open_s: float = Field(30, gt=0, description="Open time before a half-open probe.")
     ordering: Literal["none", "per_user"] = Field(
         "none", description="per_user: one user's events arrive in Kafka order.")
+    spill_after_s: float = Field(
+        10, gt=0, description="Holding half of max_in_flight_events that would take longer "
+        "than this to deliver at its measured speed, the destination parks new batches in its "
+        "retry topic (re-driven when it catches up) instead of stalling the others.")
 
 
 class DestinationBase(Frozen):

@@ -6,11 +6,15 @@
         still failing after inline_retries (or a long Retry-After) → park in retry topic
         older than max_retry_age_s → dead letter
 
-Spilling: while one destination holds ``spill_at`` events in flight (half the router's
-``max_in_flight_events``, set when there are other destinations), it is slower than the
-stream and would soon hold the router's whole in-flight budget: backpressure would then
-stall every destination. New batches are parked in its retry topic instead (due at once;
-the retry driver re-drives them once the backlog is down), so the others keep flowing.
+Spilling: a destination that holds ``spill_at`` events in flight (half the router's
+``max_in_flight_events``, set when there are other destinations) which would take more
+than ``delivery.spill_after_s`` to deliver at its measured speed (events per second of
+a batch's send, times ``concurrency``) is far slower than the
+others: soon it would hold the router's whole in-flight budget, and backpressure would
+pace every destination to its speed. Its new batches are parked in its retry topic
+instead (due at once; the retry driver re-drives them once its backlog is down). Merely
+the slowest of similar destinations, catching up a backlog, does not spill: its backlog
+clears in well under a second.
 
 Lanes: with ``ordering: none`` there is one buffer and up to ``concurrency`` batches in
 flight. With ``ordering: per_user`` a user always maps to the same lane, a lane sends one
@@ -74,6 +78,7 @@ class Worker:
         self.takes_raw = getattr(sender, "takes_raw", False)
         self.spill_at: int | None = None  # see the module doc; None: never spill
         self.spilling = False
+        self.speed: float | None = None  # events/s it can take: batch size / send time
         self.paused = False
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -121,8 +126,10 @@ class Worker:
 
     def _over_backlog(self, size: int) -> bool:
         """Whether a new batch of ``size`` should spill (logged when that changes)."""
+        if self.spill_at is None or self.speed is None:
+            return False
         ahead = self.stats.in_flight - size  # events already queued or sending
-        spill = self.spill_at is not None and ahead >= self.spill_at
+        spill = ahead >= self.spill_at and ahead > self.speed * self.cfg.delivery.spill_after_s
         if spill != self.spilling:
             self.spilling = spill
             if spill:
@@ -182,6 +189,7 @@ class Worker:
         pending = batch
         while pending:
             stats.batch_size.observe(len(pending))
+            started = time.monotonic()
             if self.limit_batches:
                 await self.limiter.acquire()
             if self.takes_raw:  # an event that is still the record's bytes goes as they are
@@ -190,6 +198,9 @@ class Worker:
                     [env.raw if env.event is event else None for env, event in pending])
             else:
                 outcomes = await self.sender.send([event for _, event in pending])
+            speed = len(pending) * self.cfg.delivery.concurrency / max(
+                1e-3, time.monotonic() - started)  # rate limits and vendor latency included
+            self.speed = speed if self.speed is None else 0.8 * self.speed + 0.2 * speed
             retry: list[tuple[Envelope, dict[str, Any]]] = []
             rejected: list[tuple[Envelope, str]] = []
             delivered = 0

@@ -208,7 +208,8 @@ async def test_a_slow_destination_spills_to_its_retry_topic_instead_of_stalling_
     async with WebhookSink() as fast, WebhookSink(delay_s=0.5) as slow:
         cfg = config_dict(kafka_bootstrap, topic, [
             webhook("fast", f"{fast.url}/events"),
-            {**webhook("slow", f"{slow.url}/events", delivery={"concurrency": 1}),
+            {**webhook("slow", f"{slow.url}/events",
+                       delivery={"concurrency": 1, "spill_after_s": 0.5}),
              "batch": {"max_events": 50, "max_wait_ms": 10}}],
             max_in_flight_events=400, fetch_max_records=100)
         async with running(cfg) as router:
@@ -217,6 +218,7 @@ async def test_a_slow_destination_spills_to_its_retry_topic_instead_of_stalling_
             assert len(set(slow.ids)) < len(want) / 2, "the fast destination was paced"
             stats = router.stats.destinations["slow"]
             assert stats.spilled > 0 and stats.parked >= stats.spilled
+            assert router.stats.destinations["fast"].parked == 0  # bursts are not a backlog
             await slow.wait_for(lambda: set(slow.ids) >= want, 90)
             assert stats.dead_lettered == 0
             await eventually(lambda: router.tracker.in_flight == 0, 10)
