@@ -138,8 +138,9 @@ def describe(router: Any, dest: Any) -> dict[str, Any]:
     return {"name": dest.cfg.name, "type": dest.cfg.type, "paused": dest.worker.paused,
             "circuit": ("closed", "half-open", "open")[s.circuit],
             "delivered": s.delivered, "rejected": s.rejected, "retried": s.retried,
-            "parked": s.parked, "dead_lettered": s.dead_lettered,
-            "filtered": dict(s.filtered), "in_flight": s.in_flight,
+            "parked": s.parked, "spilled": s.spilled, "spilling": dest.worker.spilling,
+            "dead_lettered": s.dead_lettered, "filtered": dict(s.filtered),
+            "in_flight": s.in_flight,
             "retry_backlog": s.retry_backlog}
 
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from router.config import Config
 from router.demo import generate
 from router.replay import replay
+from router.server import describe
 from tests.fakes.base import FakeServer, respond
 from tests.fakes.webhook import WebhookSink
 from tests.integration.harness import (
@@ -219,6 +220,8 @@ async def test_a_slow_destination_spills_to_its_retry_topic_instead_of_stalling_
             stats = router.stats.destinations["slow"]
             assert stats.spilled > 0 and stats.parked >= stats.spilled
             assert router.stats.destinations["fast"].parked == 0  # bursts are not a backlog
+            shown = describe(router, router.destinations["slow"])  # what /api shows
+            assert shown["spilled"] == stats.spilled and shown["spilling"] in (True, False)
             await slow.wait_for(lambda: set(slow.ids) >= want, 90)
             assert stats.dead_lettered == 0
             await eventually(lambda: router.tracker.in_flight == 0, 10)
