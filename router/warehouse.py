@@ -333,6 +333,8 @@ class Known:
         assert self.columns is not None, "read the catalogue first"
         for table, rows in tables.items():
             known = self.columns.get(table, {})
+            if known and _unchanged(table, rows, known):
+                continue
             change = plan(table, (row for _, row in rows), known, self.max_columns)
             new = [n for n in change.left_out if n not in self.left_out.get(table, ())]
             if new:
@@ -340,6 +342,28 @@ class Known:
             widen = {n: k for n, k in change.widen.items() if (table, n) not in self.frozen}
             if change.add or widen or new:
                 yield table, bool(known), change._replace(widen=widen), new
+
+
+def _unchanged(table: str, rows: list[tuple[int, Row]], known: Mapping[str, ColumnType]
+               ) -> bool:
+    """``plan`` would change nothing: no new column, and every value of a known column
+    that could widen (not text, not fixed) fits it. The common case, checked without
+    looking at the text values that are most of a row."""
+    present: set[str] = set()
+    for _, row in rows:
+        present.update(row)
+    if not present <= known.keys():
+        return False
+    fixed = standard_columns(table)
+    for name in present:
+        kind = known[name]
+        if kind is TEXT or name in fixed:
+            continue
+        for _, row in rows:
+            value = row.get(name)
+            if value is not None and not fits(value, kind):
+                return False
+    return True
 
 
 def outcomes(size: int, rejected: Mapping[int, str], retry: str | None = None

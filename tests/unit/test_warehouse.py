@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from router import warehouse as ws
@@ -245,3 +245,34 @@ def test_users_insert_is_an_upsert_by_timestamp() -> None:
 ])
 def test_catalog_types(data_type: str, kind: ws.ColumnType) -> None:
     assert ws.catalog_type(data_type) is kind
+
+
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.just(2**63),
+                   st.floats(-3, 3, allow_nan=False), st.sampled_from([1.0, 2.5]),
+                   st.sampled_from(["x", "", "2026-11-20T10:00:00Z", "2026-11-20"]))
+ROWS = st.lists(st.dictionaries(st.sampled_from(["id", "a", "b", "c", "timestamp"]), VALUES,
+                                max_size=5), min_size=1, max_size=6)  # no table without rows
+
+
+@example([[{"a": 1}], [{"a": 2}], [{"a": 2**63}]], 13)  # a value that overflows bigint
+@example([[{"b": "2026-11-20T10:00:00Z"}], [{"b": "2026-11-21T10:00:00Z"}], [{"b": "x"}]], 13)
+@example([[{"c": 1}], [{"c": 2.5}], [{"c": 3}], [{"c": True}]], 13)
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ROWS, min_size=1, max_size=6), st.integers(11, 13))
+def test_known_tables_plan_as_if_every_row_were_planned(
+        batches: list[list[dict[str, Any]]], max_columns: int) -> None:
+    """Known.changes skips planning a table when nothing can change; the changes must be
+    those of planning every row, batch after batch, as a loader applies them."""
+    known = ws.Known(max_columns)
+    known.columns = {}
+    left_out: set[str] = set()
+    for batch in [*batches, *batches]:
+        got = [(t, e, c) for t, e, c, _ in known.changes({"tracks": list(enumerate(batch))})]
+        columns = known.columns.get("tracks", {})
+        change = ws.plan("tracks", batch, columns, max_columns)
+        new_left_out = set(change.left_out) - left_out
+        left_out |= new_left_out
+        assert got == ([("tracks", bool(columns), change)]
+                       if change.add or change.widen or new_left_out else [])
+        if got:  # the loader applies the change and reads the table again
+            known.columns = {"tracks": {**columns, **change.add, **change.widen}}
