@@ -14,7 +14,8 @@ others: soon it would hold the router's whole in-flight budget, and backpressure
 pace every destination to its speed. Its new batches are parked in its retry topic
 instead (due at once; the retry driver re-drives them once its backlog is down). Merely
 the slowest of similar destinations, catching up a backlog, does not spill: its backlog
-clears in well under a second.
+clears in well under a second. With ``ordering: per_user`` a spilled batch still waits its
+lane's turn, so that it parks behind the batch before it (which may yet fail and park).
 
 Lanes: with ``ordering: none`` there is one buffer and up to ``concurrency`` batches in
 flight. With ``ordering: per_user`` a user always maps to the same lane, a lane sends one
@@ -157,20 +158,19 @@ class Worker:
     async def _send(self, lane: Lane, batch: list[tuple[Envelope, dict[str, Any]]],
                     spill: bool = False) -> None:
         try:
-            if spill:
-                self.stats.spilled += len(batch)
-                await self._park(batch, "backlog: the destination is slower than the stream",
-                                 after_s=0.0)
+            if spill and self.order is None:  # straight away: a send slot may be far off
+                await self._spill(batch)
                 return
-            async with lane.gate:
-                await self._deliver(batch)
+            async with lane.gate:  # per user: in lane order, behind the batch before it
+                await self._deliver(batch, spill)
         except Exception:  # a bug here must not lose events: park them
             log.exception("Delivery crashed; parking the batch.", destination=self.name)
             await self._park(batch, "internal error")
         finally:
             self.stats.in_flight -= len(batch)
 
-    async def _deliver(self, batch: list[tuple[Envelope, dict[str, Any]]]) -> None:
+    async def _deliver(self, batch: list[tuple[Envelope, dict[str, Any]]],
+                       spill: bool = False) -> None:
         if self.order is not None:
             wait, batch = self.order.split(batch)
             if wait:
@@ -178,6 +178,9 @@ class Worker:
                                  moved=True)
             if not batch:
                 return
+        if spill:
+            await self._spill(batch)
+            return
         if self.paused:
             await self._park(batch, "destination paused by an operator")
             return
@@ -256,6 +259,11 @@ class Worker:
             stats.retried += len(retry)
             await asyncio.sleep(delay)
             pending = retry
+
+    async def _spill(self, batch: list[tuple[Envelope, dict[str, Any]]]) -> None:
+        await self._park(batch, "backlog: the destination is slower than the stream",
+                         after_s=0.0)
+        self.stats.spilled += len(batch)
 
     def backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2^attempt))."""

@@ -283,6 +283,29 @@ async def test_per_user_order_survives_a_transient_failure(kafka_bootstrap: str,
         assert got == sorted(got), f"{user}'s events arrived out of order: {got}"
 
 
+async def test_per_user_order_survives_spilling(kafka_bootstrap: str,
+                                                make_topic: Any) -> None:
+    topic = await make_topic(partitions=2)
+    events = [{"type": "track", "event": f"Step {i}", "userId": user,
+               "messageId": f"{user}-{i:03d}"}
+              for i in range(150) for user in ("alice", "bob", "carol", "dan")]
+    async with WebhookSink() as fast, WebhookSink(delay_s=0.3) as slow:
+        cfg = config_dict(kafka_bootstrap, topic, [
+            webhook("fast", f"{fast.url}/events"),
+            {**webhook("slow", f"{slow.url}/events"),
+             "batch": {"max_events": 20, "max_wait_ms": 10},
+             "delivery": {"ordering": "per_user", "concurrency": 2, "spill_after_s": 0.2,
+                          "park_backoff_s": 0.5}}],
+            max_in_flight_events=200, fetch_max_records=50)
+        async with running(cfg) as router:
+            await produce(kafka_bootstrap, topic, events)
+            await slow.wait_for(lambda: len(set(slow.ids)) >= len(events), 90)
+            assert router.stats.destinations["slow"].spilled > 0
+    for user in ("alice", "bob", "carol", "dan"):
+        got = [e["messageId"] for e in slow.received if e["userId"] == user]
+        assert got == sorted(got), f"{user}'s events arrived out of order: {got}"
+
+
 async def test_sigterm_mid_batch_then_restart_delivers_all_without_duplicates(
         kafka_bootstrap: str, make_topic: Any, tmp_path: Path) -> None:
     topic = await make_topic(partitions=2)
