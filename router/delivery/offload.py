@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib
 import multiprocessing
 import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -32,6 +35,7 @@ from router.delivery.outcome import Outcome, Retry
 
 _loader: Any = None  # the child's instance
 CHILD_NICENESS = 10
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def load_attr(path: str) -> Any:
@@ -40,11 +44,24 @@ def load_attr(path: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
-def _init(factory: Any, settings: Any) -> None:
+def _init(factory: Any, settings: Any, parent: int) -> None:
     global _loader
+    _die_with_parent(parent)
     with contextlib.suppress(OSError):  # bulk work yields the CPU to the router's event loop
         os.nice(CHILD_NICENESS)
     _loader = (load_attr(factory) if isinstance(factory, str) else factory)(settings)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this child when the router dies (even by kill -9), rather than let it
+    finish its batch as an orphan holding, say, DuckDB's file lock against the restarted
+    router. An uncommitted load is rolled back; its events are consumed again."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the router died before that took effect
+        os._exit(1)
 
 
 def _send(payload: bytes) -> list[Outcome]:
@@ -67,7 +84,7 @@ class ProcessSender:
         if self.pool is None:
             self.pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init, initargs=(self.factory, self.settings))
+                initializer=_init, initargs=(self.factory, self.settings, os.getpid()))
         return self.pool
 
     async def start(self) -> None:

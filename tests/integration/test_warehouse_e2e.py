@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
@@ -136,8 +137,17 @@ class DuckDBWarehouse:
         return f'"{self.schema}"."{name}"'
 
     def _run(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        # Read-only, and only while no router holds the file.
-        con = duckdb.connect(str(self.path), read_only=True)
+        # Read-only, and only while no router holds the file. Right after a kill -9 its
+        # loader process (killed with it) may take a moment to be gone and free the lock.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=True)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         try:
             cursor = con.execute(sql)
             names = [d[0] for d in cursor.description or ()]

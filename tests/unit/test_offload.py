@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from router.delivery.offload import ProcessSender
@@ -81,3 +86,49 @@ async def test_the_child_yields_the_cpu_to_the_router() -> None:
         assert int(got.reason) == min(19, os.nice(0) + 10)  # type: ignore[union-attr]
     finally:
         await sender.close()
+
+
+PARENT = """
+import asyncio, os, sys, time
+from router.delivery.offload import ProcessSender
+from tests.unit.test_offload import Pid
+
+async def main():
+    sender = ProcessSender(Pid, {})
+    [got] = await sender.send([{}])
+    print(got.reason, flush=True)
+    time.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+class Pid:
+    def __init__(self, settings: dict[str, Any]) -> None:
+        pass
+
+    def send_sync(self, events: list[dict[str, Any]]) -> list[Outcome]:
+        return [Rejected(str(os.getpid()))]
+
+    def close_sync(self) -> None:
+        pass
+
+
+def test_the_child_dies_with_a_killed_router() -> None:
+    # An orphaned loader would finish its batch holding e.g. DuckDB's file lock against
+    # the restarted router.
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE,
+                              cwd=Path(__file__).parents[2])
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and Path(f"/proc/{child}").exists() and (
+                "Z" not in Path(f"/proc/{child}/stat").read_text().split(")")[-1][:3]):
+            time.sleep(0.05)
+        assert not Path(f"/proc/{child}").exists() or "Z" in Path(
+            f"/proc/{child}/stat").read_text().split(")")[-1][:3], "the loader outlived it"
+    finally:
+        parent.kill()
