@@ -29,6 +29,22 @@ class Loader:
         pass
 
 
+class Probe:
+    """Rejects each event with what ``settings["report"]`` asks about the child: the
+    event it got (``event``), its niceness (``nice``) or its pid (``pid``)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.report = settings["report"]
+
+    def send_sync(self, events: list[dict[str, Any]]) -> list[Outcome]:
+        return [Rejected(repr(sorted(e.items())) if self.report == "event" else
+                         str(os.nice(0) if self.report == "nice" else os.getpid()))
+                for e in events]
+
+    def close_sync(self) -> None:
+        pass
+
+
 async def test_outcomes_come_back_and_a_dead_child_is_replaced() -> None:
     sender = ProcessSender(Loader, {})
     await sender.start()
@@ -43,21 +59,8 @@ async def test_outcomes_come_back_and_a_dead_child_is_replaced() -> None:
         await sender.close()
 
 
-class Echo:
-    """Rejects every event with the event it was given, as JSON."""
-
-    def __init__(self, settings: dict[str, Any]) -> None:
-        pass
-
-    def send_sync(self, events: list[dict[str, Any]]) -> list[Outcome]:
-        return [Rejected(repr(sorted(e.items()))) for e in events]
-
-    def close_sync(self) -> None:
-        pass
-
-
 async def test_known_raw_json_is_sent_as_it_is_and_the_rest_serialised() -> None:
-    sender = ProcessSender(Echo, {})
+    sender = ProcessSender(Probe, {"report": "event"})
     try:
         got = await sender.send([{"id": 1}, {"id": 2}], [b'{"id": 1, "raw": true}', None])
         assert [o.reason for o in got] == [  # type: ignore[union-attr]
@@ -66,21 +69,10 @@ async def test_known_raw_json_is_sent_as_it_is_and_the_rest_serialised() -> None
         await sender.close()
 
 
-class Niceness:
-    def __init__(self, settings: dict[str, Any]) -> None:
-        pass
-
-    def send_sync(self, events: list[dict[str, Any]]) -> list[Outcome]:
-        return [Rejected(str(os.nice(0)))]
-
-    def close_sync(self) -> None:
-        pass
-
-
 async def test_the_child_yields_the_cpu_to_the_router() -> None:
     # Bulk loads must not delay the event loop: measured p99 at 10k ev/s with DuckDB,
     # 183 ms at the same priority, 124 ms with the child at niceness +10.
-    sender = ProcessSender(Niceness, {})
+    sender = ProcessSender(Probe, {"report": "nice"})
     try:
         [got] = await sender.send([{}])
         assert int(got.reason) == min(19, os.nice(0) + 10)  # type: ignore[union-attr]
@@ -91,27 +83,16 @@ async def test_the_child_yields_the_cpu_to_the_router() -> None:
 PARENT = """
 import asyncio, os, sys, time
 from router.delivery.offload import ProcessSender
-from tests.unit.test_offload import Pid
+from tests.unit.test_offload import Probe
 
 async def main():
-    sender = ProcessSender(Pid, {})
+    sender = ProcessSender(Probe, {"report": "pid"})
     [got] = await sender.send([{}])
     print(got.reason, flush=True)
     time.sleep(60)
 
 asyncio.run(main())
 """
-
-
-class Pid:
-    def __init__(self, settings: dict[str, Any]) -> None:
-        pass
-
-    def send_sync(self, events: list[dict[str, Any]]) -> list[Outcome]:
-        return [Rejected(str(os.getpid()))]
-
-    def close_sync(self) -> None:
-        pass
 
 
 def test_the_child_dies_with_a_killed_router() -> None:
