@@ -206,9 +206,7 @@ class DuckDBSender:
         try:
             with os.fdopen(fd, "wb") as file:
                 file.write(orjson.dumps(rows))
-            con.execute(f"INSERT INTO {self.ns}.{quote(table)} ({', '.join(map(quote, names))}) "
-                        f"{source}" if table != "users" else
-                        insert_sql(self.ns, table, names, source), [path])
+            con.execute(insert_sql(self.ns, table, names, source, on_conflict=False), [path])
         except duckdb.InvalidInputException:
             columnar(rows, kinds)  # raises Misfit naming the culprit (the batch then bisects)
             raise

@@ -59,6 +59,12 @@ def time_ms(event: dict[str, Any]) -> int:
     return int(parsed.timestamp() * 1000)
 
 
+def event_jsons(events: list[dict[str, Any]], raws: list[bytes | None]) -> list[bytes]:
+    """Each event's JSON: its record's own bytes where known (``raws``), else serialised."""
+    return [raw if raw is not None else orjson.dumps(event)
+            for raw, event in zip(raws, events, strict=True)]
+
+
 def user_key(event: dict[str, Any]) -> str:
     """The identity used for ordering and partitioning: userId, else anonymousId."""
     return str(event.get("userId") or event.get("anonymousId") or "")

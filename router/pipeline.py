@@ -94,11 +94,11 @@ class Pipeline:
                 dead.append((env, f"{event.reason}: {event.detail}"))
                 continue
             assert isinstance(event, dict)
-            if "timestamp" in event and event.get("messageId"):
-                env.event = event  # nothing to fill: senders may pass its bytes on as they are
-            elif complete(event, record.value, record.timestamp) and event[
-                    "messageId"].startswith("derived-"):
-                stats.derived_message_ids += 1
+            if complete(event, record.value, record.timestamp):
+                if event["messageId"].startswith("derived-"):
+                    stats.derived_message_ids += 1
+            else:  # the record's bytes are this event: senders may pass them on as they are
+                env.event = event
             if suppression is not None and suppression.suppressed(event):
                 self._drop(env, "suppressed")
                 continue

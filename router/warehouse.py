@@ -456,13 +456,14 @@ def widen_sql(ns: str, table: str, name: str, kind: ColumnType,
 
 
 def insert_sql(ns: str, table: str, columns: list[str], source: str,
-               skip_loaded: bool = True) -> str:
+               on_conflict: bool = True) -> str:
     """``INSERT ... <source>`` that skips ids already loaded; ``users`` is upserted:
     a newer identify's non-null values win; an older one (or the same one delivered
-    again) only fills nulls, so a redelivery changes nothing. With ``skip_loaded``
-    false, a plain insert (cheaper; an id already loaded fails it on the primary key)."""
+    again) only fills nulls, so a redelivery changes nothing. With ``on_conflict`` false
+    (a table without a primary key, whose ``source`` leaves loaded ids out itself), a
+    plain insert; ``users`` is always upserted."""
     names = ", ".join(quote(c) for c in columns)
-    if not skip_loaded and table != "users":
+    if not on_conflict and table != "users":
         return f"INSERT INTO {ns}.{quote(table)} ({names}) {source}"
     head = f"INSERT INTO {ns}.{quote(table)} ({names}) {source} ON CONFLICT (id) DO "
     if table != "users":

@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import aiohttp
-import orjson
 
 from destinations.base import (
     Connector,
@@ -35,6 +34,7 @@ from router.delivery.outcome import (
     Split,
 )
 from router.delivery.ratelimit import RateLimiter
+from router.events import event_jsons
 
 
 class HttpSender:
@@ -68,25 +68,21 @@ class HttpSender:
                    ) -> list[Outcome]:
         """``raws``: each event's exact JSON when known (the record's bytes), else None."""
         outcomes: list[Outcome] = [DELIVERED] * len(events)
-        if raws is not None and self.connector.encode_raw is not None:
-            try:
-                encoded = self.connector.encode_raw(
-                    [raw if raw is not None else orjson.dumps(event)
-                     for raw, event in zip(raws, events, strict=True)], self.settings)
-            except Exception as exc:  # an encoder bug must not lose the batch
-                encoded = Encoded(rejected=dict.fromkeys(range(len(events)),
-                                                         f"encode failed: {exc!r}"))
-        else:
-            encoded = self._encode(events, list(range(len(events))))
+        encoded = self._encode(events, list(range(len(events))), raws)
         await self._send_encoded(events, encoded, outcomes)
         return outcomes
 
-    def _encode(self, events: list[Event], positions: list[int]) -> Encoded:
+    def _encode(self, events: list[Event], positions: list[int],
+                raws: list[bytes | None] | None = None) -> Encoded:
         """Encode a subset of the batch; map its positions back to batch positions."""
-        assert self.connector.encode is not None
+        connector = self.connector
+        assert connector.encode is not None
         subset = events if len(positions) == len(events) else [events[p] for p in positions]
         try:
-            encoded = self.connector.encode(subset, self.settings)
+            if raws is not None and connector.encode_raw is not None and subset is events:
+                encoded = connector.encode_raw(event_jsons(events, raws), self.settings)
+            else:
+                encoded = connector.encode(subset, self.settings)
         except Exception as exc:  # an encoder bug must not lose the batch
             return Encoded(rejected={p: f"encode failed: {exc!r}" for p in positions})
         if subset is not events:

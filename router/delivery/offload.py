@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from router.delivery.outcome import Outcome, Retry
+from router.events import event_jsons
 
 _loader: Any = None  # the child's instance
 CHILD_NICENESS = 10
@@ -93,11 +94,8 @@ class ProcessSender:
 
     async def send(self, events: list[dict[str, Any]], raws: list[bytes | None] | None = None
                    ) -> list[Outcome]:
-        if raws is None:
-            payload = orjson.dumps(events)
-        else:
-            payload = b"[" + b",".join([raw if raw is not None else orjson.dumps(event)
-                                        for raw, event in zip(raws, events, strict=True)]) + b"]"
+        payload = (orjson.dumps(events) if raws is None
+                   else b"[" + b",".join(event_jsons(events, raws)) + b"]")
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool(), _send,
                                                                     payload)

@@ -227,6 +227,9 @@ def test_sql_quotes_every_identifier() -> None:
         'ALTER TABLE "ev"."t" ALTER COLUMN "n" TYPE text USING CAST("n" AS text)')
     assert ws.insert_sql('"ev"', "tracks", ["id", "event"], "SELECT 1, 2") == (
         'INSERT INTO "ev"."tracks" ("id", "event") SELECT 1, 2 ON CONFLICT (id) DO NOTHING')
+    assert ws.insert_sql('"ev"', "tracks", ["id"], "SELECT 1", on_conflict=False) == (
+        'INSERT INTO "ev"."tracks" ("id") SELECT 1')
+    assert "DO UPDATE" in ws.insert_sql('"ev"', "users", ["id"], "SELECT 1", on_conflict=False)
 
 
 def test_users_insert_is_an_upsert_by_timestamp() -> None:
