@@ -33,6 +33,8 @@ class Sample:
     rss_kb: int
     hwm_kb: int
     cpu_s: float  # the process: user + system, all threads
+    own_cpu_s: float  # the process alone, without its children (the DuckDB loader)
+    own_hwm_kb: int
     busy_s: float  # the machine: every core, non-idle
     total_s: float  # the machine: every core, all states
 
@@ -88,12 +90,13 @@ def read_sample(pid: int) -> Sample | None:
     if own is None:
         return None
     rss, hwm, cpu = own
+    own_hwm, own_cpu = hwm, cpu
     for child in descendants(pid):
         got = _one(child)
         if got is not None:
             rss, hwm, cpu = rss + got[0], hwm + got[1], cpu + got[2]
     busy, total = machine_times()
-    return Sample(time.time(), rss, hwm, cpu, busy, total)
+    return Sample(time.time(), rss, hwm, cpu, own_cpu, own_hwm, busy, total)
 
 
 class Watched:
@@ -163,9 +166,16 @@ class Watched:
         sample = self._nearest(at)
         return round(sample.rss_kb / 1024, 1) if sample else 0.0
 
-    def cpu_between(self, start: float, end: float) -> float:
+    def cpu_between(self, start: float, end: float, own: bool = False) -> float:
+        """CPU seconds of the process and its children (``own``: the process alone)."""
         a, b = self._nearest(start), self._nearest(end)
-        return round(b.cpu_s - a.cpu_s, 3) if a and b else 0.0
+        if not a or not b:
+            return 0.0
+        return round(b.own_cpu_s - a.own_cpu_s if own else b.cpu_s - a.cpu_s, 3)
+
+    def own_peak_rss_mb(self) -> float:
+        """The process's own high-water mark, without its children."""
+        return round(max((s.own_hwm_kb for s in self.samples), default=0) / 1024, 1)
 
     def machine_busy_pct(self, start: float, end: float) -> float:
         """Share of all cores busy (any process) between two wall times."""

@@ -28,7 +28,7 @@ class Chunk:
 class Envelope:
     """One consumed record travelling through the router."""
 
-    __slots__ = ("append_ms", "attempts", "chunk", "event", "first_failure_at", "key",
+    __slots__ = ("append_ms", "attempts", "chunk", "first_failure_at", "key",
                  "offset", "origin", "partition", "pending", "raw", "topic", "tracker")
 
     def __init__(self, raw: bytes, topic: str, partition: int, offset: int, append_ms: int,
@@ -41,7 +41,6 @@ class Envelope:
         self.key = key
         self.chunk = chunk
         self.tracker = tracker
-        self.event: dict[str, Any] | None = None  # the decoded event, when ``raw`` is it
         self.pending = 0
         self.attempts = 0  # delivery attempts so far (retry-topic records carry theirs)
         self.first_failure_at = 0.0

@@ -16,7 +16,7 @@ from typing import Any
 
 from router.config import Config, DestinationBase
 from router.delivery.outbox import Outbox
-from router.delivery.worker import Worker
+from router.delivery.worker import Item, Worker
 from router.events import Invalid, complete, parse
 from router.offsets import Envelope, Tracker
 from router.stages.dedupe import Dedupe
@@ -80,7 +80,8 @@ class Pipeline:
         destinations = self.destinations
         routes = [dest.route for dest in destinations]
         filtered = [dest.stats.filtered for dest in destinations]
-        batches: list[list[tuple[Envelope, dict[str, Any]]]] = [[] for _ in destinations]
+        raw_only = [getattr(dest.worker, "raw_only", False) for dest in destinations]
+        batches: list[list[Item]] = [[] for _ in destinations]
         targets = range(len(destinations))
         now = time.time()
         dead: list[tuple[Envelope, str]] = []
@@ -94,11 +95,11 @@ class Pipeline:
                 dead.append((env, f"{event.reason}: {event.detail}"))
                 continue
             assert isinstance(event, dict)
-            if complete(event, record.value, record.timestamp):
-                if event["messageId"].startswith("derived-"):
-                    stats.derived_message_ids += 1
-            else:  # the record's bytes are this event: senders may pass them on as they are
-                env.event = event
+            # exact: the record's bytes are this event, so raw-taking senders are given
+            # None and send env.raw (the dict is then not kept while they batch)
+            exact = not complete(event, record.value, record.timestamp)
+            if not exact and event["messageId"].startswith("derived-"):
+                stats.derived_message_ids += 1
             if suppression is not None and suppression.suppressed(event):
                 self._drop(env, "suppressed")
                 continue
@@ -113,6 +114,7 @@ class Pipeline:
                     env.pending = 1
                     dead.append((env, f"tracking_plan: {checked.reason}"))
                     continue
+                exact = exact and checked is event
                 event = checked
             owed = 0  # route to every destination; each batch is handed over per fetch
             for i in targets:
@@ -120,7 +122,8 @@ class Pipeline:
                 if type(routed) is str:
                     filtered[i][routed] += 1
                 else:
-                    batches[i].append((env, routed))
+                    batches[i].append(
+                        (env, None if exact and routed is event and raw_only[i] else routed))
                     owed += 1
             if owed:
                 env.pending = owed

@@ -66,43 +66,50 @@ class HttpSender:
 
     async def send(self, events: list[Event], raws: list[bytes | None] | None = None
                    ) -> list[Outcome]:
-        """``raws``: each event's exact JSON when known (the record's bytes), else None."""
+        """``raws``: each event's exact JSON when known (the record's bytes), else None;
+        where it is known, the event may be None (``takes_raw``)."""
         outcomes: list[Outcome] = [DELIVERED] * len(events)
-        encoded = self._encode(events, list(range(len(events))), raws)
-        await self._send_encoded(events, encoded, outcomes)
+        jsons = (event_jsons(events, raws)
+                 if raws is not None and self.connector.encode_raw is not None else None)
+        encoded = self._encode(events, list(range(len(events))), jsons)
+        await self._send_encoded(events, encoded, outcomes, jsons)
         return outcomes
 
     def _encode(self, events: list[Event], positions: list[int],
-                raws: list[bytes | None] | None = None) -> Encoded:
-        """Encode a subset of the batch; map its positions back to batch positions."""
+                jsons: list[bytes] | None = None) -> Encoded:
+        """Encode a subset of the batch (from each event's JSON, ``jsons``, when given);
+        map its positions back to batch positions."""
         connector = self.connector
-        assert connector.encode is not None
-        subset = events if len(positions) == len(events) else [events[p] for p in positions]
+        whole = len(positions) == len(events)
         try:
-            if raws is not None and connector.encode_raw is not None and subset is events:
-                encoded = connector.encode_raw(event_jsons(events, raws), self.settings)
+            if jsons is not None and connector.encode_raw is not None:
+                encoded = connector.encode_raw(
+                    jsons if whole else [jsons[p] for p in positions], self.settings)
             else:
-                encoded = connector.encode(subset, self.settings)
+                assert connector.encode is not None
+                encoded = connector.encode(
+                    events if whole else [events[p] for p in positions], self.settings)
         except Exception as exc:  # an encoder bug must not lose the batch
             return Encoded(rejected={p: f"encode failed: {exc!r}" for p in positions})
-        if subset is not events:
+        if not whole:
             for request in encoded.requests:
                 request.events = [positions[i] for i in request.events]
             encoded.rejected = {positions[i]: r for i, r in encoded.rejected.items()}
         return encoded
 
     async def _send_encoded(self, events: list[Event], encoded: Encoded,
-                            outcomes: list[Outcome]) -> None:
+                            outcomes: list[Outcome], jsons: list[bytes] | None) -> None:
         for position, reason in encoded.rejected.items():
             outcomes[position] = Rejected(reason)
         requests = encoded.requests
         if len(requests) == 1:
-            await self._send_one(events, requests[0], outcomes)
+            await self._send_one(events, requests[0], outcomes, jsons)
         elif requests:
-            await asyncio.gather(*(self._send_one(events, r, outcomes) for r in requests))
+            await asyncio.gather(*(self._send_one(events, r, outcomes, jsons)
+                                   for r in requests))
 
     async def _send_one(self, events: list[Event], request: Request,
-                        outcomes: list[Outcome]) -> None:
+                        outcomes: list[Outcome], jsons: list[bytes] | None) -> None:
         if len(request.body) > self.max_bytes:  # the batcher estimates; the limit is hard
             outcome: Outcome = Split(f"request of {len(request.body)} bytes is over the "
                                      f"{self.max_bytes}-byte limit")
@@ -124,7 +131,8 @@ class HttpSender:
                 return
             half = len(request.events) // 2
             for part in (request.events[:half], request.events[half:]):
-                await self._send_encoded(events, self._encode(events, part), outcomes)
+                await self._send_encoded(events, self._encode(events, part, jsons), outcomes,
+                                         jsons)
             return
         if isinstance(outcome, Partial):
             for i, reason in outcome.rejected.items():

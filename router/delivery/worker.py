@@ -17,6 +17,12 @@ the slowest of similar destinations, catching up a backlog, does not spill: its 
 clears in well under a second. With ``ordering: per_user`` a spilled batch still waits its
 lane's turn, so that it parks behind the batch before it (which may yet fail and park).
 
+Raw events: a sender that ``takes_raw`` (it can send a record's own bytes as the event's
+JSON) is given ``(env, None)`` by the pipeline for an event that is exactly ``env.raw``
+(``raw_only``; not with per-user ordering, which needs the event for its user). The
+decoded dict is then not kept while the batch waits, which for a slow destination (a
+warehouse loading 10,000 events a batch) is most of the router's in-flight memory.
+
 Lanes: with ``ordering: none`` there is one buffer and up to ``concurrency`` batches in
 flight. With ``ordering: per_user`` a user always maps to the same lane, a lane sends one
 batch at a time, and a user whose event was parked is *held*: their later events are
@@ -41,6 +47,7 @@ from router.offsets import Envelope
 from router.telemetry import DestinationStats, logger
 
 log = logger("router.delivery")
+Item = tuple[Envelope, dict[str, Any] | None]  # None: the event is exactly env.raw
 PARK_NOW_S = 30.0  # a server asking for a longer pause than this: park instead of waiting
 
 
@@ -48,7 +55,7 @@ class Lane:
     __slots__ = ("buffer", "bytes", "gate", "timer")
 
     def __init__(self, gate: asyncio.Semaphore) -> None:
-        self.buffer: list[tuple[Envelope, dict[str, Any]]] = []
+        self.buffer: list[Item] = []
         self.bytes = 0
         self.timer: asyncio.TimerHandle | None = None
         self.gate = gate
@@ -76,7 +83,7 @@ class Worker:
         if not self.limit_batches:
             sender.limiter = self.limiter
         self.order = UserOrder() if self.per_user else None
-        self.takes_raw = getattr(sender, "takes_raw", False)
+        self.raw_only = getattr(sender, "takes_raw", False) and not self.per_user
         self.spill_at: int | None = None  # see the module doc; None: never spill
         self.spilling = False
         self.speed: float | None = None  # events/s it can take: batch size / send time
@@ -84,12 +91,12 @@ class Worker:
         self.tasks: set[asyncio.Task[None]] = set()
 
     # -- intake (hot path) ------------------------------------------------------------
-    def submit(self, env: Envelope, event: dict[str, Any]) -> None:
+    def submit(self, env: Envelope, event: dict[str, Any] | None) -> None:
         lanes = self.lanes
         if len(lanes) == 1:
             lane = lanes[0]
-        else:
-            lane = lanes[zlib.crc32(user_of(event).encode()) % len(lanes)]
+        else:  # per user: never raw_only, so the event is at hand
+            lane = lanes[zlib.crc32(user_of(event).encode()) % len(lanes)]  # type: ignore[arg-type]
         lane.buffer.append((env, event))
         lane.bytes += len(env.raw)
         self.stats.in_flight += 1
@@ -98,7 +105,7 @@ class Worker:
         elif lane.timer is None:
             lane.timer = asyncio.get_running_loop().call_later(self.max_wait_s, self._flush, lane)
 
-    def submit_many(self, items: list[tuple[Envelope, dict[str, Any]]]) -> None:
+    def submit_many(self, items: list[Item]) -> None:
         """``submit`` for a fetch's worth of events, a buffer's room at a time."""
         if len(self.lanes) > 1:
             for env, event in items:
@@ -155,7 +162,7 @@ class Worker:
         task.add_done_callback(self.tasks.discard)
 
     # -- sending ----------------------------------------------------------------------
-    async def _send(self, lane: Lane, batch: list[tuple[Envelope, dict[str, Any]]],
+    async def _send(self, lane: Lane, batch: list[Item],
                     spill: bool = False) -> None:
         try:
             if spill and self.order is None:  # straight away: a send slot may be far off
@@ -169,7 +176,7 @@ class Worker:
         finally:
             self.stats.in_flight -= len(batch)
 
-    async def _deliver(self, batch: list[tuple[Envelope, dict[str, Any]]],
+    async def _deliver(self, batch: list[Item],
                        spill: bool = False) -> None:
         if self.order is not None:
             wait, batch = self.order.split(batch)
@@ -195,16 +202,16 @@ class Worker:
             started = time.monotonic()
             if self.limit_batches:
                 await self.limiter.acquire()
-            if self.takes_raw:  # an event that is still the record's bytes goes as they are
+            if self.raw_only:  # an event that is still the record's bytes goes as they are
                 outcomes = await self.sender.send(
                     [event for _, event in pending],
-                    [env.raw if env.event is event else None for env, event in pending])
+                    [env.raw if event is None else None for env, event in pending])
             else:
                 outcomes = await self.sender.send([event for _, event in pending])
             speed = len(pending) * self.cfg.delivery.concurrency / max(
                 1e-3, time.monotonic() - started)  # rate limits and vendor latency included
             self.speed = speed if self.speed is None else 0.8 * self.speed + 0.2 * speed
-            retry: list[tuple[Envelope, dict[str, Any]]] = []
+            retry: list[Item] = []
             rejected: list[tuple[Envelope, str]] = []
             delivered = 0
             after_s: float | None = None
@@ -260,7 +267,7 @@ class Worker:
             await asyncio.sleep(delay)
             pending = retry
 
-    async def _spill(self, batch: list[tuple[Envelope, dict[str, Any]]]) -> None:
+    async def _spill(self, batch: list[Item]) -> None:
         await self._park(batch, "backlog: the destination is slower than the stream",
                          after_s=0.0)
         self.stats.spilled += len(batch)
@@ -279,13 +286,13 @@ class Worker:
         return delay / 2 + random.uniform(0, delay / 2)
 
     # -- parking ----------------------------------------------------------------------
-    async def _park(self, items: list[tuple[Envelope, dict[str, Any]]], error: str,
+    async def _park(self, items: list[Item], error: str,
                     attempts: int = 0, after_s: float | None = None,
                     moved: bool = False) -> None:
         now = time.time()
         d = self.cfg.delivery
         expired: list[tuple[Envelope, str]] = []
-        parked: list[tuple[Envelope, dict[str, Any]]] = []
+        parked: list[Item] = []
         for env, event in items:
             env.attempts += attempts
             if not env.first_failure_at:

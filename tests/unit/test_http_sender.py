@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from destinations import webhook
 from router.delivery.http import HttpSender
 from router.delivery.outcome import Delivered, Rejected, Retry
@@ -55,3 +57,20 @@ async def test_events_known_as_json_are_sent_as_those_bytes_and_signed() -> None
     assert all(isinstance(o, Delivered) for o in outcomes)  # the sink checked the signature
     [(_, body)] = sink.requests
     assert body.startswith(b"[" + raw + b",") and sorted(sink.ids) == ["m0", "m1"]
+
+
+async def test_a_batch_of_raw_only_events_splits_from_those_bytes() -> None:
+    """The pipeline gives a raw-taking sender None for an event that is exactly its
+    record's bytes; a split after an over-limit request must still find every event."""
+    batch = events(12)
+    raws = [orjson.dumps(event) for event in batch]
+    async with WebhookSink() as sink:
+        settings = webhook.Settings(url=f"{sink.url}/events")
+        sender = HttpSender(webhook.CONNECTOR, settings, max_bytes=800)
+        await sender.start()
+        try:
+            outcomes = await sender.send([None] * 12, raws)  # type: ignore[list-item]
+        finally:
+            await sender.close()
+    assert all(isinstance(o, Delivered) for o in outcomes)
+    assert sorted(sink.ids) == sorted(f"m{i}" for i in range(12)) and len(sink.requests) > 1

@@ -55,19 +55,31 @@ def test_refetched_offsets_bypass_dedupe_but_upstream_duplicates_do_not() -> Non
     assert pipe.tracker.committable() == {tp: 3}
 
 
-def test_only_events_that_are_still_their_records_bytes_may_be_passed_on_raw() -> None:
-    """``env.event`` is set when decode filled in nothing, so senders may send ``env.raw``
-    as the event's JSON; a filled-in messageId or timestamp makes the bytes stale."""
-    pipe, _, _ = pipeline()
-    seen: list[tuple[Any, dict[str, Any]]] = []
-    pipe.destinations[0].worker.submit_many = seen.extend  # type: ignore[method-assign]
+def test_only_events_that_are_still_their_records_bytes_are_passed_on_raw() -> None:
+    """A raw-taking worker gets ``(env, None)`` for an event that is exactly its record's
+    bytes, so the router does not keep the dict while the batch waits; a filled-in
+    messageId or timestamp makes the bytes stale, and other workers get the dict."""
+    config = Config.model_validate({"destinations": [
+        {"name": name, "type": "webhook", "settings": {"url": "http://127.0.0.1:9/x"}}
+        for name in ("raw", "dicts")]})
+    stats = Stats()
+    got: dict[str, list[tuple[Any, dict[str, Any] | None]]] = {"raw": [], "dicts": []}
+    dests = []
+    for cfg in config.destinations:
+        worker = Collect()
+        worker.raw_only = cfg.name == "raw"  # type: ignore[attr-defined]
+        worker.submit_many = got[cfg.name].extend  # type: ignore[method-assign]
+        dests.append(Destination(cfg, build_route(cfg), worker, stats.destination(cfg.name)))  # type: ignore[arg-type]
+    pipe = Pipeline(config, dests, None, stats, Tracker())  # type: ignore[arg-type]
     complete = {"type": "track", "event": "E", "userId": "u", "messageId": "m1",
                 "timestamp": "2026-11-24T07:00:00Z"}
     no_time = {"type": "track", "event": "E", "userId": "u", "messageId": "m2"}
     no_id = {"type": "track", "event": "E", "userId": "u", "timestamp": "2026-11-24T07:00:00Z"}
     pipe.intake(TopicPartition("t", 0), [Record(orjson.dumps(e), i, 1_700_000_000_000, b"u")
                                          for i, e in enumerate([complete, no_time, no_id])])
-    (env1, ev1), (env2, ev2), (env3, ev3) = seen
-    assert env1.event is ev1 and orjson.loads(env1.raw) == ev1
-    assert env2.event is None and "timestamp" in ev2
-    assert env3.event is None and ev3["messageId"].startswith("derived-")
+    (env1, ev1), (env2, ev2), (env3, ev3) = got["raw"]
+    assert ev1 is None and orjson.loads(env1.raw) == complete
+    assert ev2 is not None and "timestamp" in ev2
+    assert ev3 is not None and ev3["messageId"].startswith("derived-")
+    assert got["dicts"][0][1] == complete
+    assert [env for env, _ in got["dicts"]] == [env1, env2, env3]
