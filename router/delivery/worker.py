@@ -21,7 +21,7 @@ Raw events: a sender that ``takes_raw`` (it can send a record's own bytes as the
 JSON) is given ``(env, None)`` by the pipeline for an event that is exactly ``env.raw``
 (``raw_only``; not with per-user ordering, which needs the event for its user). The
 decoded dict is then not kept while the batch waits, which for a slow destination (a
-warehouse loading 10,000 events a batch) is most of the router's in-flight memory.
+warehouse loading 5,000 events a batch) is most of the router's in-flight memory.
 
 Lanes: with ``ordering: none`` there is one buffer and up to ``concurrency`` batches in
 flight. With ``ordering: per_user`` a user always maps to the same lane, a lane sends one

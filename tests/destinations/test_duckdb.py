@@ -58,7 +58,7 @@ def columns(query: Query, table: str) -> dict[str, str]:
 def test_connector_declaration() -> None:
     assert (CONNECTOR.name, CONNECTOR.display_name) == ("duckdb", "DuckDB")
     assert CONNECTOR.sender is not None and CONNECTOR.encode is None
-    assert (CONNECTOR.limits.max_events, CONNECTOR.limits.max_wait_ms) == (10_000, 10_000)
+    assert (CONNECTOR.limits.max_events, CONNECTOR.limits.max_wait_ms) == (5000, 10_000)
     assert Settings().path == "data/events.duckdb" and Settings().schema_name == "events"
 
 
