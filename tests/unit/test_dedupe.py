@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from router.stages.dedupe import Dedupe
 
@@ -17,9 +19,10 @@ def test_window_is_anchored_to_the_first_sighting() -> None:
     dedupe = Dedupe(window_s=60, max_entries=100)
     dedupe.seen("a", 0.0)
     assert dedupe.seen("a", 50.0) is True  # does not extend the window
-    assert dedupe.seen("a", 60.0) is False  # expired: passes and is recorded afresh
-    assert dedupe.seen("a", 100.0) is True
-    assert dedupe.seen("a", 120.0) is False
+    assert dedupe.seen("a", 59.9) is True
+    assert dedupe.seen("a", 67.5) is False  # past the window and its eighth: recorded afresh
+    assert dedupe.seen("a", 120.0) is True
+    assert dedupe.seen("a", 135.0) is False
 
 
 def test_expired_entries_are_released() -> None:
@@ -60,7 +63,29 @@ def test_rejects_nonsense_settings(window_s: float, max_entries: int) -> None:
 def test_an_expired_id_in_a_kept_generation_passes_and_is_recorded_afresh() -> None:
     dedupe = Dedupe(window_s=80, max_entries=100)
     dedupe.seen("a", 0.0)
-    for t in range(1, 80, 5):  # keeps generations young enough to be kept
+    for t in range(1, 90, 5):  # new ids all along: several generations are kept
         dedupe.seen(f"x{t}", float(t))
-    assert dedupe.seen("a", 80.0) is False and len(dedupe) == 17
-    assert dedupe.seen("a", 150.0) is True
+    assert dedupe.seen("a", 90.0) is False
+    assert dedupe.seen("a", 160.0) is True
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 9), st.floats(0, 30)), max_size=200))
+def test_an_id_is_remembered_for_the_window_and_at_most_an_eighth_longer(
+        calls: list[tuple[int, float]]) -> None:
+    """Against an exact model of first sightings: a repeat within ``window_s`` is always
+    dropped, one past ``window_s`` and an eighth always passes (and counts afresh)."""
+    window = 80.0
+    dedupe = Dedupe(window_s=window, max_entries=10_000)
+    first: dict[int, float] = {}
+    now = 0.0
+    for name, step in calls:
+        now += step
+        age = now - first[name] if name in first else None
+        got = dedupe.seen(f"id{name}", now)
+        if age is not None and age < window:
+            assert got is True, (name, age)
+        if age is None or age >= window * 9 / 8:
+            assert got is False, (name, age)
+        if not got:
+            first[name] = now
