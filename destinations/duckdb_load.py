@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import os
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -55,6 +57,9 @@ TYPES = {BOOLEAN: "BOOLEAN", BIGINT: "BIGINT", DOUBLE: "DOUBLE",
 # column that could not widen.
 DATA_ERRORS = (duckdb.DataError, duckdb.IntegrityError, Misfit)
 TRANSIENT = (duckdb.Error, OSError)
+RANGES = 8  # time ranges of a redelivery check at most (see _within)
+MIN_GAP = timedelta(minutes=1)
+MARGIN = timedelta(seconds=1)
 CANNOT_WIDEN = (duckdb.DependencyException, duckdb.NotImplementedException,
                 duckdb.ConversionException)
 
@@ -186,8 +191,8 @@ class DuckDBSender:
         Only ``users`` has a primary key (for its upsert): DuckDB keeps an index wholly in
         memory, so one on ``id`` of an event table grows without bound and, at the
         memory limit, fails every load. Ids already loaded are skipped by an anti-join
-        instead, on ``id`` within the rows' ``timestamp`` range (a redelivered event has
-        its first copy's timestamp), so DuckDB reads only the row groups of that range."""
+        instead, on ``id`` within the rows' ``timestamp`` ranges (a redelivered event has
+        its first copy's timestamp), so DuckDB reads only the row groups of those."""
         if table == "users":
             rows = merge_users(rows)
         elif len({row["id"] for row in rows}) < len(rows):  # a repeat within the batch
@@ -215,11 +220,24 @@ class DuckDBSender:
 
 
 def _within(rows: list[Row]) -> str:
-    """``AND old.timestamp BETWEEN <first> AND <last>`` of the rows, as literals (so that
-    DuckDB skips row groups by their min/max); empty when a row has no valid time."""
-    times = [parse_time(row.get("timestamp")) for row in rows]
-    if None in times:
+    """``AND (old.timestamp BETWEEN <first> AND <last> OR ...)`` over the rows' times, as
+    literals (so that DuckDB skips row groups by their min/max); ``OR old.timestamp IS
+    NULL`` for rows without one; empty (check the whole table) when a time does not parse.
+    The times are cut at their largest gaps (over a minute) into at most ``RANGES``
+    ranges: one day-old event in a batch of current ones would otherwise make the check
+    read the whole day of the table (28 -> 40 us per event on 500k rows)."""
+    values = [row.get("timestamp") for row in rows]
+    parsed = [parse_time(value) for value in values]
+    times = sorted(t for t in parsed if t is not None)
+    conditions = ["old.\"timestamp\" IS NULL"] if len(times) < len(parsed) else []
+    if any(t is None and v is not None for t, v in zip(parsed, values, strict=True)):
         return ""
-    first, last = min(times), max(times)  # type: ignore[type-var]
-    return (f' AND old."timestamp" BETWEEN TIMESTAMPTZ \'{first.isoformat()}\' '
-            f"AND TIMESTAMPTZ '{last.isoformat()}'")
+    if times:
+        gaps = [(b - a, i) for i, (a, b) in enumerate(itertools.pairwise(times))
+                if b - a > MIN_GAP]
+        cuts = sorted(i for _, i in heapq.nlargest(RANGES - 1, gaps))
+        conditions += (  # a second's margin: rounding may differ from DuckDB's
+            f"old.\"timestamp\" BETWEEN TIMESTAMPTZ '{(times[a] - MARGIN).isoformat()}' "
+            f"AND TIMESTAMPTZ '{(times[b] + MARGIN).isoformat()}'"
+            for a, b in zip([0, *(i + 1 for i in cuts)], [*cuts, len(times) - 1], strict=True))
+    return f" AND ({' OR '.join(conditions)})"
