@@ -51,12 +51,16 @@ def parse(argv: list[str] | None) -> Options:
                    help="override the generated router config, e.g. "
                    "kafka.max_in_flight_events=10000 or destinations.*.delivery.concurrency=8 "
                    "(repeatable; recorded in the report)")
+    p.add_argument("--kafka-dir", type=Path, help="the broker's data directory (default: "
+                   "in the work dir), e.g. on tmpfs to keep the broker's disk apart from "
+                   "DuckDB's file; it is emptied first")
     a = p.parse_args(argv)
     return Options(events=a.events, partitions=a.partitions, latency_rate=a.latency_rate,
                    latency_seconds=a.latency_seconds, skip_dead=a.skip_dead,
                    skip_latency=a.skip_latency, bootstrap=a.bootstrap, warehouse=a.warehouse,
                    profile=a.profile, results_dir=a.results_dir, chart=not a.no_chart,
-                   seed=a.seed, note=a.note, keep=a.keep, overrides=a.set)
+                   seed=a.seed, note=a.note, keep=a.keep, overrides=a.set,
+                   kafka_dir=a.kafka_dir)
 
 
 def run(options: Options) -> dict[str, Any]:

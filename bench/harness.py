@@ -48,6 +48,7 @@ class Options:
     note: str = ""
     keep: bool = False  # keep the work dir (router logs, configs)
     overrides: list[str] = field(default_factory=list)  # "kafka.max_in_flight_events=10000"
+    kafka_dir: Path | None = None  # the broker's data; default: in the work dir
 
 
 def child_env() -> dict[str, str]:
@@ -285,11 +286,11 @@ async def start_sinks(workdir: Path) -> tuple[Watched, str]:
     raise RuntimeError(f"the sinks did not start: {(workdir / 'sinks.log').read_text()}")
 
 
-def start_broker(workdir: Path) -> Any:
+def start_broker(workdir: Path, data: Path | None = None) -> Any:
     sys.path.insert(0, str(ROOT))
     from scripts.kafka import Broker
 
     os.environ.setdefault("EVENT_ROUTER_KAFKA_JVM_OPTS", "")  # the full JIT for a benchmark
-    broker = Broker(workdir / "kafka")
+    broker = Broker(data or workdir / "kafka")
     broker.start()
     return broker

@@ -235,12 +235,13 @@ async def run_all(options: Options) -> dict[str, Any]:
         "latency_rate": options.latency_rate, "latency_seconds": options.latency_seconds,
         "warehouse": warehouse, "http_max_wait_ms": HTTP_WAIT_MS,
         "warehouse_max_wait_ms": WAREHOUSE_WAIT_MS, "seed": options.seed,
-        "external_broker": options.bootstrap is not None, "overrides": options.overrides}}
+        "external_broker": options.bootstrap is not None, "overrides": options.overrides,
+        "kafka_dir": str(options.kafka_dir) if options.kafka_dir else None}}
     ok = False
     try:
         bootstrap = options.bootstrap
         if bootstrap is None:
-            broker = start_broker(workdir)
+            broker = start_broker(workdir, options.kafka_dir)
             bootstrap = broker.bootstrap
         sinks, sinks_url = await start_sinks(workdir)
         async with aiohttp.ClientSession() as http:
