@@ -82,7 +82,7 @@ class ServerConfig(Frozen):
 class DedupeConfig(Frozen):
     window_s: float = Field(86400, gt=0, description="Drop a messageId seen within this "
                             "window (ids are kept in eighths of it: up to an eighth longer).")
-    max_entries: int = Field(1_000_000, ge=1, description="Memory bound (about 70 bytes per "
+    max_entries: int = Field(1_000_000, ge=1, description="Memory bound (about 69 bytes per "
                              "id); past it the oldest ids are evicted.")
 
 

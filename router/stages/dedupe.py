@@ -9,11 +9,11 @@ Kafka append time). Ids are kept in generations: plain sets of ``hash(id)``, a n
 opened every eighth of the window or of ``max_entries``. A generation is dropped whole
 once the next one opened ``window_s`` ago, or it opened an eighth more ago (then every id
 in it was first seen longer ago than the window), or when the total is over
-``max_entries`` (the oldest eighth goes at once).
-So an id is remembered for at least ``window_s`` and at most an eighth longer, every call
-is O(1) and nothing is scanned. An entry costs about 66 bytes: the 64-bit ``hash()`` of
-the id (a 36-character UUID string would be 85 bytes more) and a set slot; a per-id
-first-seen time in a dict would be ~30 more. Two ids colliding among a million has a
+``max_entries`` (the oldest eighth goes at once). So an id is remembered for at least
+``window_s`` and at most an eighth longer, every call is O(1) and nothing is scanned.
+An entry costs about 69 bytes (measured over 500k ids): the 64-bit ``hash()`` of the id
+(a 36-character UUID string would be 85 bytes more) and a set slot; a dict of per-id
+first-seen times cost 101. Two ids colliding among a million has a
 chance of about 1 in 3·10^7; the cost would be one wrongly dropped event.
 """
 
