@@ -45,7 +45,7 @@ CONNECTOR = Connector(
                              else load_attr(LOADER)(settings)),
     docs="""An embedded DuckDB file with Segment's warehouse schema — the same tables,
 columns and semantics as PostgreSQL: `id` = `messageId` (redelivery adds no rows; no
-index but on `users`, so memory stays flat), `users` upserted by `userId` with the latest
+table has an index, so memory stays flat), `users` upserted by `userId` with the latest
 traits, new properties add columns, type conflicts widen columns and never fail a load.
 See docs/warehouses.md.""",
 )

@@ -468,6 +468,25 @@ def insert_sql(ns: str, table: str, columns: list[str], source: str,
     head = f"INSERT INTO {ns}.{quote(table)} ({names}) {source} ON CONFLICT (id) DO "
     if table != "users":
         return head + "NOTHING"
+    return head + "UPDATE SET " + _user_updates(columns)
+
+
+def merge_users_sql(ns: str, columns: list[str], source: str) -> str:
+    """The ``users`` upsert of ``insert_sql`` as a ``MERGE`` on ``id``, for a table
+    without a unique index (DuckDB keeps an index wholly in memory: one on ``users.id``
+    failed every load past ~865k distinct user ids at a 128 MB memory limit)."""
+    names = ", ".join(quote(c) for c in columns)
+    values = ", ".join(f"excluded.{quote(c)}" for c in columns)
+    users = quote("users")
+    return (f"MERGE INTO {ns}.{users} AS {users} USING ({source}) AS excluded "
+            f"ON {users}.id = excluded.id "
+            f"WHEN MATCHED THEN UPDATE SET {_user_updates(columns)} "
+            f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})")
+
+
+def _user_updates(columns: list[str]) -> str:
+    """``SET`` of an upsert of ``users`` (the row as ``"users"``, the new one as
+    ``excluded``): the newer identify's non-null values win, the latest timestamp stays."""
     target, new = quote("users"), "excluded"
     ts = quote("timestamp")
     newer = f"{new}.{ts} > {target}.{ts}"
@@ -478,7 +497,7 @@ def insert_sql(ns: str, table: str, columns: list[str], source: str,
         q = quote(c)
         sets.append(f"{q} = CASE WHEN {newer} THEN COALESCE({new}.{q}, {target}.{q}) "
                     f"ELSE COALESCE({target}.{q}, {new}.{q}) END")
-    return head + "UPDATE SET " + ", ".join(sets)
+    return ", ".join(sets)
 
 
 def ddl(ns: str, table: str, exists: bool, change: Change,
