@@ -207,15 +207,16 @@ class DuckDBSender:
         types = ", ".join(f"'{n}': '{TYPES[kinds[n]]}'" for n in names)
         source = (f"SELECT {', '.join(quote(n) for n in names)} FROM "
                   f"read_json(?, format = 'array', columns = {{{types}}}) AS new")
-        if table != "users":
-            source += (f" WHERE NOT EXISTS (SELECT 1 FROM {self.ns}.{quote(table)} AS old "
-                       f"WHERE old.id = new.id{_within(rows)})")
+        if table == "users":
+            sql = merge_users_sql(self.ns, names, source)
+        else:
+            sql = insert_sql(self.ns, table, names, source + (
+                f" WHERE NOT EXISTS (SELECT 1 FROM {self.ns}.{quote(table)} AS old "
+                f"WHERE old.id = new.id{_within(rows)})"), on_conflict=False)
         fd, path = tempfile.mkstemp(prefix="event-router-", suffix=".json")
         try:
             with os.fdopen(fd, "wb") as file:
                 file.write(orjson.dumps(rows))
-            sql = (merge_users_sql(self.ns, names, source) if table == "users"
-                   else insert_sql(self.ns, table, names, source, on_conflict=False))
             con.execute(sql, [path])
         except duckdb.InvalidInputException:
             columnar(rows, kinds)  # raises Misfit naming the culprit (the batch then bisects)

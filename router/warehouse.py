@@ -461,9 +461,9 @@ def insert_sql(ns: str, table: str, columns: list[str], source: str,
     a newer identify's non-null values win; an older one (or the same one delivered
     again) only fills nulls, so a redelivery changes nothing. With ``on_conflict`` false
     (a table without a primary key, whose ``source`` leaves loaded ids out itself), a
-    plain insert; ``users`` is always upserted."""
+    plain insert; such a ``users`` table needs ``merge_users_sql``."""
     names = ", ".join(quote(c) for c in columns)
-    if not on_conflict and table != "users":
+    if not on_conflict:
         return f"INSERT INTO {ns}.{quote(table)} ({names}) {source}"
     head = f"INSERT INTO {ns}.{quote(table)} ({names}) {source} ON CONFLICT (id) DO "
     if table != "users":

@@ -229,7 +229,6 @@ def test_sql_quotes_every_identifier() -> None:
         'INSERT INTO "ev"."tracks" ("id", "event") SELECT 1, 2 ON CONFLICT (id) DO NOTHING')
     assert ws.insert_sql('"ev"', "tracks", ["id"], "SELECT 1", on_conflict=False) == (
         'INSERT INTO "ev"."tracks" ("id") SELECT 1')
-    assert "DO UPDATE" in ws.insert_sql('"ev"', "users", ["id"], "SELECT 1", on_conflict=False)
 
 
 def test_users_insert_is_an_upsert_by_timestamp() -> None:
