@@ -83,7 +83,11 @@ class Credentials:
 
 
 class Sender(Protocol):
-    """A destination that is not an HTTP API (warehouses). One outcome per event."""
+    """A destination that is not an HTTP API (warehouses). One outcome per event.
+
+    Optional attributes the engine reads: ``max_concurrency`` (an int: batches it can
+    load at once; the engine caps ``delivery.concurrency`` at it) and ``takes_raw``
+    (``send(events, raws)`` takes the records' own bytes)."""
 
     async def start(self) -> None: ...
 

@@ -92,6 +92,7 @@ class PostgresSender:
         # One batch at a time: concurrent loads raced on the column cache (a batch's COPY
         # met a staging shape another batch had just changed) and gained little.
         self._one = asyncio.Lock()
+        self.max_concurrency = 1  # so the engine holds further batches, not this lock
 
     async def start(self) -> None:
         try:

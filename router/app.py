@@ -23,7 +23,7 @@ from router import config as config_mod
 from router import redact, topics
 from router.config import Config, ConfigError, DestinationBase
 from router.delivery.http import HttpSender
-from router.delivery.outbox import Outbox
+from router.delivery.outbox import Outbox, outbox_producer
 from router.delivery.retry import RetryDriver
 from router.delivery.worker import Worker
 from router.offsets import Tracker
@@ -89,10 +89,7 @@ class Router:
     async def start(self) -> None:
         cfg = self.config
         await self._ensure_topics(cfg, [d.name for d in cfg.destinations if d.enabled])
-        self.producer = AIOKafkaProducer(**kafka_options(cfg), acks="all",
-                                         enable_idempotence=True, linger_ms=5,
-                                         max_request_size=max(1_048_576,
-                                                              cfg.kafka.max_event_bytes * 4))
+        self.producer = outbox_producer(kafka_options(cfg), cfg.kafka.max_event_bytes)
         await self.producer.start()
         self.outbox = Outbox(self.producer, cfg.kafka.dead_letter_topic,
                              cfg.kafka.retry_topic_prefix, self.stats)

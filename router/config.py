@@ -133,6 +133,10 @@ class DeliveryConfig(Frozen):
         10, gt=0, description="Holding half of max_in_flight_events that would take longer "
         "than this to deliver at its measured speed, the destination parks new batches in its "
         "retry topic (re-driven when it catches up) instead of stalling the others.")
+    stall_s: float = Field(
+        1.0, gt=0, description="A send still running after this long, and after 3x the "
+        "destination's usual send time, is a stall: holding half of max_in_flight_events, "
+        "the destination then parks new batches too (a warehouse checkpoint, a hung vendor).")
 
 
 class DestinationBase(Frozen):

@@ -186,7 +186,7 @@ class StatsCollector(Collector):
                            ("retried", "Delivery attempts retried."),
                            ("parked", "Events parked in the destination's retry topic."),
                            ("spilled", "Events parked because the destination fell behind "
-                            "the stream (counted in parked too)."),
+                            "the stream or stalled (counted in parked too)."),
                            ("dead_lettered", "Events dead-lettered for the destination.")):
             yield _counter(f"router_{field}_events", doc, ["destination"],
                            [((n,), getattr(x, field)) for n, x in d.items()])

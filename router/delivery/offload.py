@@ -80,6 +80,7 @@ class ProcessSender:
         self.settings = settings
         self.pool: ProcessPoolExecutor | None = None
         self.takes_raw = True  # send(events, raws): the records' bytes, not re-serialised
+        self.max_concurrency = 1  # one child, one batch at a time
 
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:

@@ -9,13 +9,21 @@
 Spilling: a destination that holds ``spill_at`` events in flight (half the router's
 ``max_in_flight_events``, set when there are other destinations) which would take more
 than ``delivery.spill_after_s`` to deliver at its measured speed (events per second of
-a batch's send, times ``concurrency``) is far slower than the
+a batch's send, times its send slots) is far slower than the
 others: soon it would hold the router's whole in-flight budget, and backpressure would
 pace every destination to its speed. Its new batches are parked in its retry topic
 instead (due at once; the retry driver re-drives them once its backlog is down). Merely
 the slowest of similar destinations, catching up a backlog, does not spill: its backlog
-clears in well under a second. With ``ordering: per_user`` a spilled batch still waits its
-lane's turn, so that it parks behind the batch before it (which may yet fail and park).
+clears in well under a second. A *stalled* destination spills too: holding ``spill_at``
+while a send has been running for more than ``delivery.stall_s`` and 3x its usual send
+time (a warehouse checkpointing for two seconds, a vendor that stopped answering). Its
+measured speed is from before the stall, so the backlog rule alone would let it take the
+whole budget and pause every destination until the stall ends; and since the budget may
+fill before the stall is seen (then nothing new is flushed), the batches already waiting
+for a send slot are parked as well once it is. With ``ordering: per_user`` a spilled
+batch still waits its lane's turn, so that it parks behind the batch before it (which may
+yet fail and park); a per-user destination's waiting batches are never turned away, so a
+stall of one still holds the budget until it ends.
 
 Raw events: a sender that ``takes_raw`` (it can send a record's own bytes as the event's
 JSON) is given ``(env, None)`` by the pipeline for an event that is exactly ``env.raw``
@@ -39,6 +47,7 @@ from typing import Any
 
 from router.config import DestinationBase
 from router.delivery.circuit import Circuit
+from router.delivery.gate import Gate
 from router.delivery.ordering import UserOrder, user_of
 from router.delivery.outbox import Outbox
 from router.delivery.outcome import DELIVERED, Delivered, Rejected, Retry
@@ -49,12 +58,14 @@ from router.telemetry import DestinationStats, logger
 log = logger("router.delivery")
 Item = tuple[Envelope, dict[str, Any] | None]  # None: the event is exactly env.raw
 PARK_NOW_S = 30.0  # a server asking for a longer pause than this: park instead of waiting
+STALL_FACTOR = 3.0  # a send this many times its usual duration (and over stall_s) is a stall
+STALL_RECHECK_S = 0.1  # while stalled: how often waiting batches are turned away
 
 
 class Lane:
     __slots__ = ("buffer", "bytes", "gate", "timer")
 
-    def __init__(self, gate: asyncio.Semaphore) -> None:
+    def __init__(self, gate: Gate) -> None:
         self.buffer: list[Item] = []
         self.bytes = 0
         self.timer: asyncio.TimerHandle | None = None
@@ -71,9 +82,12 @@ class Worker:
         self.stats = stats
         d = cfg.delivery
         self.per_user = d.ordering == "per_user"
-        lanes = d.concurrency if self.per_user else 1
-        shared = asyncio.Semaphore(d.concurrency)
-        self.lanes = [Lane(asyncio.Semaphore(1) if self.per_user else shared)
+        # a sender that loads one batch at a time says so: more batches would only queue
+        # inside it, where a stall could not turn them away (and speed would be overrated)
+        self.slots = min(d.concurrency, getattr(sender, "max_concurrency", None) or 256)
+        lanes = self.slots if self.per_user else 1
+        shared = Gate(self.slots)
+        self.lanes = [Lane(Gate(1) if self.per_user else shared)
                       for _ in range(lanes)]
         self.max_events, self.max_bytes = cfg.max_events, cfg.max_bytes
         self.max_wait_s = cfg.max_wait_ms / 1000
@@ -87,6 +101,9 @@ class Worker:
         self.spill_at: int | None = None  # see the module doc; None: never spill
         self.spilling = False
         self.speed: float | None = None  # events/s it can take: batch size / send time
+        self.send_s = 0.0  # a send's usual duration (moving average)
+        self.sending: list[float] = []  # start times (monotonic) of the sends in progress
+        self.stall_timer: asyncio.TimerHandle | None = None  # the next _check_stall
         self.paused = False
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -134,19 +151,59 @@ class Worker:
 
     def _over_backlog(self, size: int) -> bool:
         """Whether a new batch of ``size`` should spill (logged when that changes)."""
-        if self.spill_at is None or self.speed is None:
+        if self.spill_at is None:
             return False
         ahead = self.stats.in_flight - size  # events already queued or sending
-        spill = ahead >= self.spill_at and ahead > self.speed * self.cfg.delivery.spill_after_s
-        if spill != self.spilling:
-            self.spilling = spill
-            if spill:
-                log.warning("Destination slower than the stream: new batches are parked "
-                            "in its retry topic.", destination=self.name, in_flight=ahead)
-            else:
-                log.info("Destination caught up: batches are sent again.",
-                         destination=self.name, in_flight=ahead)
+        stalled = self.stalled()
+        spill = ahead >= self.spill_at and (stalled or (
+            self.speed is not None and ahead > self.speed * self.cfg.delivery.spill_after_s))
+        if spill or not stalled:  # below its share while stalled: not caught up yet
+            self._set_spilling(spill, stalled, ahead)
         return spill
+
+    def _set_spilling(self, spill: bool, stalled: bool, in_flight: int) -> None:
+        if spill == self.spilling:
+            return
+        self.spilling = spill
+        if spill:
+            log.warning("Destination stalled: batches are parked in its retry topic."
+                        if stalled else "Destination slower than the stream: new batches "
+                        "are parked in its retry topic.", destination=self.name,
+                        in_flight=in_flight, sending_for_s=round(self.stalled_s(), 1))
+        else:
+            log.info("Destination caught up: batches are sent again.",
+                     destination=self.name, in_flight=in_flight)
+
+    def stall_after_s(self) -> float:
+        return max(self.cfg.delivery.stall_s, STALL_FACTOR * self.send_s)
+
+    def stalled(self) -> bool:
+        return self.stalled_s() > self.stall_after_s()
+
+    def _arm_stall_check(self) -> None:
+        """One timer per worker, due when the oldest send in progress would be a stall."""
+        if self.stall_timer is None and self.sending and self.spill_at is not None:
+            due = min(self.sending) + self.stall_after_s() - time.monotonic()
+            self.stall_timer = asyncio.get_running_loop().call_later(
+                max(0.0, due) + 0.01, self._check_stall)
+
+    def _check_stall(self) -> None:
+        """While the oldest send is stalled and the destination holds its share of the
+        budget, park the batches waiting for a slot rather than hold them."""
+        self.stall_timer = None
+        if not self.stalled():
+            self._arm_stall_check()  # that send finished: watch the next oldest
+            return
+        if self.spill_at is not None and self.stats.in_flight >= self.spill_at:
+            self._set_spilling(True, True, self.stats.in_flight)
+            for lane in self.lanes:
+                lane.gate.turn_away()
+        self.stall_timer = asyncio.get_running_loop().call_later(STALL_RECHECK_S,
+                                                                 self._check_stall)
+
+    def stalled_s(self) -> float:
+        """How long the oldest send in progress has been running (0 if none)."""
+        return time.monotonic() - min(self.sending) if self.sending else 0.0
 
     def backlogged(self) -> bool:
         """Well above the spill mark: re-driving now would only spill again."""
@@ -168,8 +225,14 @@ class Worker:
             if spill and self.order is None:  # straight away: a send slot may be far off
                 await self._spill(batch)
                 return
-            async with lane.gate:  # per user: in lane order, behind the batch before it
+            # per user: in lane order, behind the batch before it (never turned away)
+            if not await lane.gate.acquire():  # turned away: the destination stalled
+                await self._spill(batch)
+                return
+            try:
                 await self._deliver(batch, spill)
+            finally:
+                lane.gate.release()
         except Exception:  # a bug here must not lose events: park them
             log.exception("Delivery crashed; parking the batch.", destination=self.name)
             await self._park(batch, "internal error")
@@ -202,15 +265,24 @@ class Worker:
             started = time.monotonic()
             if self.limit_batches:
                 await self.limiter.acquire()
-            if self.raw_only:  # an event that is still the record's bytes goes as they are
-                outcomes = await self.sender.send(
-                    [event for _, event in pending],
-                    [env.raw if event is None else None for env, event in pending])
-            else:
-                outcomes = await self.sender.send([event for _, event in pending])
-            speed = len(pending) * self.cfg.delivery.concurrency / max(
-                1e-3, time.monotonic() - started)  # rate limits and vendor latency included
+            sent = time.monotonic()
+            self.sending.append(sent)
+            if self.order is None:
+                self._arm_stall_check()
+            try:
+                if self.raw_only:  # an event that is still the record's bytes goes as is
+                    outcomes = await self.sender.send(
+                        [event for _, event in pending],
+                        [env.raw if event is None else None for env, event in pending])
+                else:
+                    outcomes = await self.sender.send([event for _, event in pending])
+            finally:
+                self.sending.remove(sent)
+            done = time.monotonic()
+            speed = len(pending) * self.slots / max(
+                1e-3, done - started)  # rate limits and vendor latency included
             self.speed = speed if self.speed is None else 0.8 * self.speed + 0.2 * speed
+            self.send_s = 0.8 * self.send_s + 0.2 * (done - sent) if self.send_s else done - sent
             retry: list[Item] = []
             rejected: list[tuple[Envelope, str]] = []
             delivered = 0

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from aiohttp import web
@@ -227,6 +229,95 @@ async def test_a_slow_destination_spills_to_its_retry_topic_instead_of_stalling_
             await eventually(lambda: router.tracker.in_flight == 0, 10)
     assert len(fast.received) == len(want)  # once each
     assert set(slow.ids) == want
+
+
+async def test_a_stalled_destination_spills_instead_of_pausing_the_others(
+        kafka_bootstrap: str, make_topic: Any) -> None:
+    """A destination that was fast stops answering for a while (a warehouse checkpoint, a
+    hung vendor). Its measured speed is from before, so only the stall rule can tell: the
+    other destination must go on at full speed, and the stalled one must get every event
+    once it answers again (the held batch, then the spilled ones, re-driven)."""
+    topic = await make_topic(partitions=2)
+    warmup, events = list(generate(300, seed=16)), list(generate(2000, seed=17))
+    async with WebhookSink() as fast, WebhookSink() as stalling:
+        cfg = config_dict(kafka_bootstrap, topic, [
+            webhook("fast", f"{fast.url}/events"),
+            {**webhook("stalling", f"{stalling.url}/events",
+                       delivery={"concurrency": 1, "stall_s": 0.5}),
+             "batch": {"max_events": 50, "max_wait_ms": 10}}],
+            max_in_flight_events=400, fetch_max_records=100)
+        async with running(cfg) as router:
+            await produce(kafka_bootstrap, topic, warmup)
+            await stalling.wait_for(lambda: len(set(stalling.ids)) == len(warmup), 30)
+            stall_s = 8.0
+            stalling.stall_until = asyncio.get_running_loop().time() + stall_s
+            started = time.monotonic()
+            await produce(kafka_bootstrap, topic, events)
+            want = {e["messageId"] for e in warmup + events}
+            await fast.wait_for(lambda: set(fast.ids) >= want, 30)
+            assert time.monotonic() - started < stall_s - 1, "the stall paused the others"
+            stats = router.stats.destinations["stalling"]
+            assert stats.spilled > 0 and len(set(stalling.ids)) == len(warmup)
+            await stalling.wait_for(lambda: set(stalling.ids) >= want, 90)
+            assert stats.dead_lettered == 0
+            await eventually(lambda: router.tracker.in_flight == 0, 10)
+    assert len(stalling.received) == len(want)  # once each: the held batch was not re-sent
+
+
+async def test_a_locked_warehouse_table_does_not_pause_the_other_destinations(
+        kafka_bootstrap: str, make_topic: Any, postgres_dsn: str) -> None:
+    """Someone's long transaction locks the warehouse's table. The PostgreSQL sender loads
+    one batch at a time (``max_concurrency = 1``), so with ``concurrency: 4`` the engine
+    must hold the other batches itself, where a stall can turn them away: queued inside
+    the sender they would hold the whole in-flight budget until the lock is released."""
+    topic = await make_topic(partitions=2)
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    tracks = f'"{schema}".tracks'
+
+    def steps(n: int, first: int) -> list[dict[str, Any]]:
+        return [{"type": "track", "event": "Step", "userId": f"user-{i % 50}",
+                 "messageId": f"m-{i:05d}", "properties": {"i": i}}
+                for i in range(first, first + n)]
+
+    warmup, events = steps(300, 0), steps(2000, 300)
+    async with WebhookSink() as fast:
+        cfg = config_dict(kafka_bootstrap, topic, [
+            webhook("fast", f"{fast.url}/events"),
+            {"name": "wh", "type": "postgres", "batch": {"max_events": 100, "max_wait_ms": 20},
+             "delivery": {"concurrency": 4, "stall_s": 0.5},
+             "settings": {"dsn": postgres_dsn, "schema": schema}}],
+            max_in_flight_events=400, fetch_max_records=100)
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            async with running(cfg) as router:
+                count = "SELECT count(DISTINCT id) FROM " + tracks
+                await produce(kafka_bootstrap, topic, warmup)
+                await eventually(lambda: fast.received and len(fast.received) >= 300, 30)
+
+                async def loaded(n: int) -> bool:
+                    try:
+                        return bool(await conn.fetchval(count) == n)
+                    except asyncpg.UndefinedTableError:  # before the first load
+                        return False
+
+                await eventually(lambda: loaded(len(warmup)), 30)
+                lock = conn.transaction()
+                await lock.start()
+                await conn.execute(f"LOCK TABLE {tracks} IN ACCESS EXCLUSIVE MODE")
+                locked_s, started = 8.0, time.monotonic()
+                await produce(kafka_bootstrap, topic, events)
+                want = {e["messageId"] for e in warmup + events}
+                await fast.wait_for(lambda: set(fast.ids) >= want, locked_s - 1)
+                assert time.monotonic() - started < locked_s - 1
+                stats = router.stats.destinations["wh"]
+                assert stats.spilled > 0
+                await asyncio.sleep(max(0.0, locked_s - (time.monotonic() - started)))
+                await lock.rollback()
+                await eventually(lambda: loaded(len(want)), 90)
+                assert stats.dead_lettered == 0
+                await eventually(lambda: router.tracker.in_flight == 0, 10)
+        finally:
+            await conn.close()
 
 
 async def test_backpressure_pauses_and_resumes_without_losing_the_group(
