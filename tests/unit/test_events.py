@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from router.events import Invalid, decode
+from router.events import Invalid, decode, time_ms
 
 
 def test_timestamp_is_corrected_for_clock_skew() -> None:
@@ -57,3 +61,29 @@ def test_oversized_is_invalid_at_the_configured_limit() -> None:
     raw = orjson.dumps({"type": "track", "event": "X", "userId": "u", "p": "x" * 500})
     assert isinstance(decode(raw, max_bytes=400), Invalid)
     assert isinstance(decode(raw, max_bytes=4000), dict)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+       st.sampled_from(["ms_z", "ms_offset", "seconds_z", "naive", "micros_z"]))
+def test_time_ms_is_the_exact_millisecond_of_any_iso_timestamp(moment: datetime,
+                                                                form: str) -> None:
+    """The cached fast path (``…SS.mmmZ``) and the parsing fallback agree, to the ms."""
+    aware = moment.replace(tzinfo=UTC)
+    text = {"ms_z": aware.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ms_offset": aware.astimezone(timezone(timedelta(hours=-5)))
+            .isoformat(timespec="milliseconds"),
+            "seconds_z": aware.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "naive": moment.isoformat(timespec="milliseconds"),
+            "micros_z": aware.isoformat(timespec="microseconds").replace("+00:00", "Z")}[form]
+    expected = (datetime.fromisoformat(text).replace(tzinfo=None) - EPOCH.replace(tzinfo=None)
+                if form == "naive" else datetime.fromisoformat(text) - EPOCH)
+    assert time_ms({"timestamp": text}) == expected // timedelta(milliseconds=1)
+
+
+@pytest.mark.parametrize("text", ["2026-02-30T10:00:00.000Z", "2026-11-24T16:34:16.7a5Z",
+                                  "2026-11-24T25:00:00.000Z", "not a time", "", None, 5])
+def test_time_ms_of_what_does_not_parse_is_zero(text: object) -> None:
+    assert time_ms({"timestamp": text}) == 0
