@@ -69,10 +69,16 @@ class Histogram:
             return
         counts, find = self.counts, bisect.bisect_left
         bounds_ms = self.bounds_ms
-        if max(times_ms) <= now_ms:  # no clock skew: no clamping, and the total in C
-            for then in times_ms:
-                counts[find(bounds_ms, now_ms - then)] += 1
-            self.total += (now_ms * len(times_ms) - sum(times_ms)) / 1000
+        if max(times_ms) <= now_ms:  # no clock skew: no clamping, all of it in C
+            # sorted, a bucket's count is the difference of two bisections (age <= bound
+            # is then >= now - bound), not one bisection per event
+            times, n, below = sorted(times_ms), len(times_ms), 0
+            for i, bound in enumerate(bounds_ms):
+                within = n - find(times, now_ms - bound)
+                counts[i] += within - below
+                below = within
+            counts[-1] += n - below
+            self.total += (now_ms * n - sum(times_ms)) / 1000
         else:
             for then in times_ms:
                 age = max(0.0, now_ms - then)
