@@ -107,8 +107,12 @@ class Outbox:
         delay = 0.2
         while pending:
             sent: list[tuple[list[int], asyncio.Future[Any]]] = []
-            for (topic, partition), indices in (await self._by_partition(writes, pending)
-                                                ).items():
+            try:  # the topics' metadata (partition counts) first
+                groups = await self._by_partition(writes, pending)
+            except KafkaError as exc:
+                groups = {}
+                sent.append((pending, _failed(exc)))
+            for (topic, partition), indices in groups.items():
                 while indices:
                     batch = self.producer.create_batch()
                     taken = 0
