@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.partitioner import murmur2
 
 from router.demo import generate, key_of
+from router.topics import partition_of
 
 MAX_BATCH_BYTES = 512 * 1024
 
@@ -46,10 +46,6 @@ def make_events(n: int, seed: int = 7) -> Events:
         keys.append(key_of(event))
         consented += consents(event)
     return Events(values, keys, consented)
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int,

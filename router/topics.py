@@ -1,4 +1,5 @@
-"""Topic administration: creating the router's own topics and listing partitions."""
+"""Topic administration: creating the router's own topics, listing partitions, and the
+partition a key goes to."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """Kafka's default rule for a keyed record (murmur2, as the Java client and aiokafka)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 async def ensure(options: dict[str, Any], names: list[str], partitions: int,

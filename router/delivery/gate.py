@@ -16,9 +16,6 @@ class Gate:
         self.free = slots
         self.waiters: deque[asyncio.Future[bool]] = deque()
 
-    def waiting(self) -> int:
-        return sum(1 for w in self.waiters if not w.done())
-
     async def acquire(self) -> bool:
         """True: a slot is taken (``release`` it); False: turned away, no slot taken."""
         if self.free > 0 and not self.waiters:

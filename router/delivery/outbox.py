@@ -21,11 +21,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 
 from router.offsets import Envelope
 from router.redact import redact
 from router.telemetry import Stats, logger
+from router.topics import partition_of
 
 log = logger("router.outbox")
 Headers = list[tuple[str, bytes]]
@@ -157,7 +157,7 @@ class Outbox:
         (murmur2 of the key; keyless records spread at random), grouped in order."""
         groups: dict[tuple[str, int], list[int]] = {}
         counts: dict[str, int] = {}
-        hashes: dict[bytes, int] = {}  # keys repeat (one per user)
+        known: dict[tuple[bytes, int], int] = {}  # keys repeat (one per user)
         for i in indices:
             env, topic, _ = writes[i]
             count = counts.get(topic)
@@ -166,10 +166,8 @@ class Outbox:
             key = env.key
             if key is None:
                 partition = random.randrange(count)
-            else:
-                if (hashed := hashes.get(key)) is None:
-                    hashed = hashes[key] = murmur2(key) & 0x7FFFFFFF
-                partition = hashed % count
+            elif (partition := known.get((key, count), -1)) < 0:
+                partition = known[(key, count)] = partition_of(key, count)
             groups.setdefault((topic, partition), []).append(i)
         return groups
 

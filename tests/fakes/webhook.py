@@ -21,7 +21,8 @@ class WebhookSink(FakeServer):
         self.delay_s = delay_s
         self.reject_ids: set[str] = set()  # answered as per-event errors (not retryable)
         self.down_until = 0.0  # answer 503 until this loop time
-        self.stall_until = 0.0  # hold requests until this loop time, then answer
+        self.answering = asyncio.Event()  # cleared: requests are held until it is set
+        self.answering.set()
         self.concurrent = 0
         self.max_concurrent = 0
         super().__init__()
@@ -56,9 +57,7 @@ class WebhookSink(FakeServer):
         try:
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
-            stall = self.stall_until - asyncio.get_running_loop().time()
-            if stall > 0:
-                await asyncio.sleep(stall)
+            await self.answering.wait()
         finally:
             self.concurrent -= 1
         errors = [{"index": i, "reason": "rejected by test", "retryable": False}
