@@ -1,31 +1,33 @@
 """The DuckDB loader (connector ``destinations.duckdb_wh``). A sender owns one connection
 and loads one batch at a time, in a child process by default (``own_process``; else a
-worker thread). A batch creates or widens what it needs, then loads each table in one
-transaction with one ``INSERT ... SELECT ... FROM read_json(<temp file>)`` that leaves
-out ids loaded already (a redelivery), or for ``users`` one ``MERGE`` (an upsert). A
-data error bisects the batch and rejects only the offending events; any other error
-retries the whole batch.
+worker thread). A batch whose columns all exist with types that fit is loaded by SQL
+alone (``duckdb_set``). Any other is loaded row by row: it creates or widens what it
+needs, then loads each table in one transaction with one ``INSERT ... SELECT ... FROM
+read_json(<temp file of rows>)`` that leaves out ids loaded already (a redelivery), or
+for ``users`` one ``MERGE`` (an upsert). A data error bisects the batch and rejects only
+the offending events; any other error retries the whole batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import logging
 import os
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import orjson
 
+from destinations import duckdb_set
 from destinations.base import Event
+from destinations.duckdb_plan import Unsupported
+from destinations.duckdb_set import rows_within
 from destinations.duckdb_wh import Settings
 from router.delivery.outcome import Outcome
-from router.events import parse_time
+from router.events import json_array
 from router.warehouse import (
     BIGINT,
     BOOLEAN,
@@ -58,9 +60,6 @@ TYPES = {BOOLEAN: "BOOLEAN", BIGINT: "BIGINT", DOUBLE: "DOUBLE",
 # column that could not widen.
 DATA_ERRORS = (duckdb.DataError, duckdb.IntegrityError, Misfit)
 TRANSIENT = (duckdb.Error, OSError)
-RANGES = 8  # time ranges of a redelivery check at most (see _within)
-MIN_GAP = timedelta(minutes=1)
-MARGIN = timedelta(seconds=1)
 CANNOT_WIDEN = (duckdb.DependencyException, duckdb.NotImplementedException,
                 duckdb.ConversionException)
 
@@ -73,6 +72,8 @@ class DuckDBSender:
         self.con: duckdb.DuckDBPyConnection | None = None
         self.known = Known(settings.max_columns)
         self._lock = asyncio.Lock()  # one batch at a time on the one connection
+        self.takes_raw = True  # send(events, raws): the records' bytes where unchanged
+        self.loads = {"set": 0, "rows": 0}  # batches loaded by each path
 
     async def start(self) -> None:
         async with self._lock:
@@ -86,9 +87,11 @@ class DuckDBSender:
         async with self._lock:
             await asyncio.to_thread(self.close_sync)
 
-    async def send(self, events: list[Event]) -> list[Outcome]:
+    async def send(self, events: list[Event], raws: list[bytes | None] | None = None
+                   ) -> list[Outcome]:
+        payload = json_array(events, raws)
         async with self._lock:
-            return await asyncio.to_thread(self.send_sync, events)
+            return await asyncio.to_thread(self.send_json, payload)
 
     def close_sync(self) -> None:
         if self.con is not None:
@@ -105,6 +108,40 @@ class DuckDBSender:
         self.ns = namespace(catalog, self.schema)
         self.con = con
         return con
+
+    def send_json(self, payload: bytes) -> list[Outcome]:
+        """A batch as one JSON array: loaded by SQL when its shape allows (see
+        ``duckdb_plan``), else row by row."""
+        fd, path = tempfile.mkstemp(prefix="event-router-", suffix=".json")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(payload)
+            loaded = self._load_set(path)
+        finally:
+            os.unlink(path)
+        if loaded is not None:
+            self.loads["set"] += 1
+            return outcomes(loaded, {})
+        self.loads["rows"] += 1
+        return self.send_sync(orjson.loads(payload))
+
+    def _load_set(self, path: str) -> int | None:
+        """``duckdb_set.load``: the batch's size, or None (nothing loaded) when it needs
+        the row-by-row load."""
+        con = self.con
+        try:
+            if con is None or self.known.columns is None:
+                con = self.con or self._connect()
+                self._evolve(con, {})  # reads the catalogue
+            return duckdb_set.load(con, self.ns, path, datetime.now(UTC), self.known.columns
+                                   or {}, self.known.left_out, self.settings.event_tables)
+        except (Unsupported, *TRANSIENT) as exc:  # the row path retries what is transient
+            log.debug("Batch loaded row by row: %s", exc)
+            return None
+        finally:
+            if con is not None:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("DROP TABLE IF EXISTS batch; DROP TABLE IF EXISTS raw")
 
     def send_sync(self, events: list[Event]) -> list[Outcome]:
         tables, rejected = batch_rows(events, datetime.now(UTC), self.settings.event_tables)
@@ -212,7 +249,7 @@ class DuckDBSender:
         else:
             sql = insert_sql(self.ns, table, names, source + (
                 f" WHERE NOT EXISTS (SELECT 1 FROM {self.ns}.{quote(table)} AS old "
-                f"WHERE old.id = new.id{_within(rows)})"), on_conflict=False)
+                f"WHERE old.id = new.id{rows_within(rows)})"), on_conflict=False)
         fd, path = tempfile.mkstemp(prefix="event-router-", suffix=".json")
         try:
             with os.fdopen(fd, "wb") as file:
@@ -223,27 +260,3 @@ class DuckDBSender:
             raise
         finally:
             os.unlink(path)
-
-
-def _within(rows: list[Row]) -> str:
-    """``AND (old.timestamp BETWEEN <first> AND <last> OR ...)`` over the rows' times, as
-    literals (so that DuckDB skips row groups by their min/max); ``OR old.timestamp IS
-    NULL`` for rows without one; empty (check the whole table) when a time does not parse.
-    The times are cut at their largest gaps (over a minute) into at most ``RANGES``
-    ranges: one day-old event in a batch of current ones would otherwise make the check
-    read the whole day of the table (28 -> 40 us per event on 500k rows)."""
-    values = [row.get("timestamp") for row in rows]
-    parsed = [parse_time(value) for value in values]
-    if any(t is None and v is not None for t, v in zip(parsed, values, strict=True)):
-        return ""
-    times = sorted(t for t in parsed if t is not None)
-    conditions = ["old.\"timestamp\" IS NULL"] if len(times) < len(parsed) else []
-    if times:
-        gaps = [(b - a, i) for i, (a, b) in enumerate(itertools.pairwise(times))
-                if b - a > MIN_GAP]
-        cuts = sorted(i for _, i in heapq.nlargest(RANGES - 1, gaps))
-        conditions += (  # a second's margin: rounding may differ from DuckDB's
-            f"old.\"timestamp\" BETWEEN TIMESTAMPTZ '{(times[a] - MARGIN).isoformat()}' "
-            f"AND TIMESTAMPTZ '{(times[b] + MARGIN).isoformat()}'"
-            for a, b in zip([0, *(i + 1 for i in cuts)], [*cuts, len(times) - 1], strict=True))
-    return f" AND ({' OR '.join(conditions)})"

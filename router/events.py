@@ -69,6 +69,13 @@ def event_jsons(events: list[dict[str, Any]], raws: list[bytes | None]) -> list[
             for raw, event in zip(raws, events, strict=True)]
 
 
+def json_array(events: list[dict[str, Any]], raws: list[bytes | None] | None) -> bytes:
+    """A batch as one JSON array (``event_jsons`` when the records' bytes are given)."""
+    if raws is None:
+        return orjson.dumps(events)
+    return b"[" + b",".join(event_jsons(events, raws)) + b"]"
+
+
 def user_key(event: dict[str, Any]) -> str:
     """The identity used for ordering and partitioning: userId, else anonymousId."""
     return str(event.get("userId") or event.get("anonymousId") or "")

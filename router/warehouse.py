@@ -129,6 +129,14 @@ def _name(prefix: str, key: str, names: dict[str, str]) -> str:
     return name
 
 
+def column_name(prefix: str, key: str) -> str:
+    """The column of ``key`` under ``prefix``, as ``flatten`` names it."""
+    names = _NAMES.get(prefix)
+    if names is None:
+        names = _NAMES[prefix] = {}
+    return names.get(key) or _name(prefix, key, names)
+
+
 def flatten(obj: Mapping[str, Any], prefix: str, out: Row,
             reserved: Mapping[str, Any] | None = None) -> None:
     """Flatten ``obj`` into ``out``: nested objects join with ``_``, arrays become JSON

@@ -11,7 +11,8 @@ back.
 
 The factory (a class, or ``"module:attribute"`` so that only the child imports it) is
 built in the child from ``settings``; what it builds must offer
-``send_sync(events) -> list[Outcome]`` and ``close_sync()``. If the child dies, the
+``send_sync(events) -> list[Outcome]`` (or ``send_json(payload)``, given the batch's JSON
+array as bytes) and ``close_sync()``. If the child dies, the
 batch is retried and a new child started.
 """
 
@@ -32,7 +33,7 @@ from typing import Any
 import orjson
 
 from router.delivery.outcome import Outcome, Retry
-from router.events import event_jsons
+from router.events import json_array
 
 _loader: Any = None  # the child's instance
 CHILD_NICENESS = 10
@@ -66,6 +67,9 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _send(payload: bytes) -> list[Outcome]:
+    send_json = getattr(_loader, "send_json", None)  # a loader that reads the JSON itself
+    if send_json is not None:
+        return send_json(payload)  # type: ignore[no-any-return]
     return _loader.send_sync(orjson.loads(payload))  # type: ignore[no-any-return]
 
 
@@ -100,8 +104,7 @@ class ProcessSender:
 
     async def send(self, events: list[dict[str, Any]], raws: list[bytes | None] | None = None
                    ) -> list[Outcome]:
-        payload = (orjson.dumps(events) if raws is None
-                   else b"[" + b",".join(event_jsons(events, raws)) + b"]")
+        payload = json_array(events, raws)
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool(), _send,
                                                                     payload)

@@ -10,7 +10,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from destinations.duckdb_load import RANGES, DuckDBSender, _within
+from destinations.duckdb_load import DuckDBSender
+from destinations.duckdb_set import RANGES, rows_within
 from destinations.duckdb_wh import CONNECTOR, Settings
 from router.delivery.outcome import DELIVERED, Rejected, Retry
 from tests.destinations.samples import FULL, MINIMAL
@@ -140,14 +141,14 @@ def test_the_redelivery_check_reads_only_the_time_ranges_of_the_batch() -> None:
         return [{"timestamp": t} for t in times]
 
     now = [f"2026-11-24T10:00:{s:02d}Z" for s in range(0, 60, 7)]
-    assert _within(rows(*now)).count("BETWEEN") == 1
-    late = _within(rows(*now, "2026-11-23T10:00:00Z", "2025-01-01T00:00:00+01:00"))
+    assert rows_within(rows(*now)).count("BETWEEN") == 1
+    late = rows_within(rows(*now, "2026-11-23T10:00:00Z", "2025-01-01T00:00:00+01:00"))
     assert late.count("BETWEEN") == 3 and "2026-11-23T09:59:59+00:00" in late
-    assert "2025-01-01T00:00:01+01:00" in late and "IS NULL" not in late
-    spread = _within(rows(*(f"2026-11-{d:02d}T00:00:00Z" for d in range(1, 21))))
+    assert "2024-12-31T23:00:01+00:00" in late and "IS NULL" not in late
+    spread = rows_within(rows(*(f"2026-11-{d:02d}T00:00:00Z" for d in range(1, 21))))
     assert spread.count("BETWEEN") == RANGES  # the largest gaps are cut, no more
-    assert _within(rows(*now, None)).count("IS NULL") == 1  # timeless rows load as NULL
-    assert _within(rows(*now, "yesterday")) == ""  # DuckDB's reading of it is unknown
+    assert rows_within(rows(*now, None)).count("IS NULL") == 1  # timeless rows load as NULL
+    assert rows_within(rows(*now, "yesterday")) == ""  # DuckDB's reading of it is unknown
 
 
 async def test_a_new_property_adds_a_column(sender: DuckDBSender, query: Query) -> None:
