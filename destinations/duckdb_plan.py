@@ -4,10 +4,10 @@ Built from the batch's *structure*, not its events. One query over the batch's J
 (``STRUCTURE_SQL``) gives, per event type (and track name), the merged structure of
 ``context``, ``properties`` and ``traits`` and the JSON types of the fields stored as text;
 this module maps that to the tables' columns exactly as ``router.warehouse.event_rows``
-names them (``flatten``'s names, reserved names dropped, arrays as JSON text). The loader
-then reads the batch into a temporary table ``batch`` with ``read_json`` typed by the
-structure, and fills each table with one ``INSERT ... SELECT`` (``users``: one ``MERGE``):
-no Python per event.
+names them (``flatten``'s names, reserved names dropped, arrays as JSON text), each with
+the SQL of its value and the JSON type of its values. ``duckdb_set`` then types the batch
+and fills each table with one ``INSERT ... SELECT`` (``users``: one ``MERGE``): no Python
+per event.
 
 It plans only batches that need no judgement per value: every column exists, and every
 value's JSON type fits its column without widening. Anything else (a new column, a type
@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from router.warehouse import (
     COMMON,
@@ -72,7 +74,7 @@ class Unsupported(Exception):
 class Table:
     name: str
     where: str  # the rows of ``batch`` (as ``b``) that go to this table
-    columns: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (sql, type)
+    columns: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (SQL, JSON type)
 
 
 def merge(a: Any, b: Any, path: str) -> Any:
@@ -116,8 +118,8 @@ def leaves(node: dict[str, Any], prefix: str, path: str, reserved: Any,
         out[name] = (ref, ARRAY if isinstance(kind, list) else kind)
 
 
-def plan(groups: list[tuple[Any, ...]], uuid_ts: datetime, parse: Any,
-         event_tables: bool = True) -> list[Table]:
+def plan(groups: list[tuple[Any, ...]], uuid_ts: datetime, event_tables: bool = True
+         ) -> list[Table]:
     """The tables a batch fills, each column's SQL with the JSON type of its values
     (``groups``: STRUCTURE_SQL's rows)."""
     shapes: list[tuple[str, str, dict[str, Any]]] = []
@@ -130,7 +132,7 @@ def plan(groups: list[tuple[Any, ...]], uuid_ts: datetime, parse: Any,
             if not objects:
                 raise Unsupported(f"{key} is not always an object")
             if structure != '"NULL"':  # "JSON" for objects: {} in every event
-                shape[key] = {} if structure == '"JSON"' else parse(structure)
+                shape[key] = {} if structure == '"JSON"' else orjson.loads(structure)
         for key, types in zip(TEXTS, found[6:], strict=True):
             if not set(types) <= INTEGERS | {"VARCHAR"}:
                 raise Unsupported(f"{key} is {types}")

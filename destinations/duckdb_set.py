@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
-import orjson
 
 from destinations.duckdb_plan import (
     ARRAY,
@@ -69,8 +68,9 @@ def load(con: duckdb.DuckDBPyConnection, ns: str, path: str, uuid_ts: datetime,
     DuckDB's error) when it needs the row-by-row load, with nothing loaded."""
     con.execute(RAW_SQL, [path])
     groups = con.execute(STRUCTURE_SQL).fetchall()
-    tables = plan(groups, uuid_ts, orjson.loads, event_tables)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS {typed(tables, known, left_out)}")
+    tables = plan(groups, uuid_ts, event_tables)
+    select, columns = typed(tables, known, left_out)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS {select}")
     [(size, missing, repeats)] = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE coalesce(\"messageId\", '') = ''), "
         "count(*) - count(DISTINCT \"messageId\") FROM batch").fetchall()
@@ -81,12 +81,11 @@ def load(con: duckdb.DuckDBPyConnection, ns: str, path: str, uuid_ts: datetime,
     within = within_sql([t for (t,) in times], nulls=len(times) < size)
     con.begin()
     try:
-        for table in tables:
-            names = list(table.columns)
-            con.execute(merge_users_sql(ns, names, users_source(table))
+        for table, sql in zip(tables, columns, strict=True):
+            con.execute(merge_users_sql(ns, list(sql), users_source(table, sql))
                         if table.name == "users" else
-                        insert_sql(ns, table.name, names, insert_source(
-                            ns, table, repeats > 0, within), on_conflict=False))
+                        insert_sql(ns, table.name, list(sql), insert_source(
+                            ns, table, sql, repeats > 0, within), on_conflict=False))
         con.commit()
     except BaseException:
         with contextlib.suppress(duckdb.Error):  # a failed commit has rolled back
@@ -96,29 +95,28 @@ def load(con: duckdb.DuckDBPyConnection, ns: str, path: str, uuid_ts: datetime,
 
 
 def typed(tables: list[Table], known: dict[str, dict[str, ColumnType]],
-          left_out: dict[str, set[str]]) -> str:
-    """Each column's SQL, converted to the type its table has for it (or Unsupported);
-    and the ``SELECT`` of ``raw`` that reads each object's leaves as their columns need."""
+          left_out: dict[str, set[str]]) -> tuple[str, list[dict[str, str]]]:
+    """The ``SELECT`` of ``raw`` that reads each object's leaves as their columns need,
+    and each table's columns as SQL of the column's type; or Unsupported."""
+    kinds: list[dict[str, tuple[str, str, ColumnType]]] = []  # name -> (sql, JSON type, kind)
     uses: dict[str, set[tuple[ColumnType, bool]]] = {}  # leaf -> (kind, array)
     for table in tables:
-        kinds = known.get(table.name)
-        if not kinds:
+        have = known.get(table.name)
+        if not have:
             raise Unsupported(f"table {table.name} does not exist yet")
-        for name, (sql, json_type) in list(table.columns.items()):
-            kind = kinds.get(name)
+        columns = {}
+        for name, (sql, json_type) in table.columns.items():
+            kind = have.get(name)
             if kind is None and name in left_out.get(table.name, ()):
-                del table.columns[name]  # over the table's column cap: not loaded
-                continue
+                continue  # over the table's column cap: not loaded
             if kind is None or not _fits(json_type, kind):
                 raise Unsupported(f"{table.name}.{name} is {kind}; the batch has {json_type}")
-            table.columns[name] = (sql, json_type, kind)  # type: ignore[assignment]
+            columns[name] = (sql, json_type, kind)
             if sql.startswith(LEAVES):
                 uses.setdefault(sql, set()).add((kind, json_type == ARRAY))
+        kinds.append(columns)
     reads = {sql: "JSON" if len(used) > 1 or next(iter(used))[1] else AS[next(iter(used))[0]]
              for sql, used in uses.items()}
-    for table in tables:
-        for name, (sql, json_type, kind) in table.columns.items():  # type: ignore[misc]
-            table.columns[name] = (_convert(sql, json_type, kind, reads.get(sql)), kind)
     items = ['"messageId"', '"type"', '"event"', *map(quote, TIMES),
              *(f"{quote(key)}->>'$' AS {quote(key)}" for key in TEXTS)]
     for key in NESTED:
@@ -133,7 +131,10 @@ def typed(tables: list[Table], known: dict[str, dict[str, ColumnType]],
         if structure:
             items.append(f"json_transform({quote(key)}, {literal(json.dumps(structure))}) "
                          f"AS {quote(key)}")
-    return f"SELECT {', '.join(items)} FROM raw"  # in file order (insertion order)
+    select = f"SELECT {', '.join(items)} FROM raw"  # in file order (insertion order)
+    return select, [{name: _convert(sql, json_type, kind, reads.get(sql))
+                     for name, (sql, json_type, kind) in columns.items()}
+                    for columns in kinds]
 
 
 def _fits(json_type: str, kind: ColumnType) -> bool:
@@ -167,23 +168,22 @@ def _path(sql: str) -> list[str]:
     return [part.replace('""', '"') for part in re.findall(r'"((?:[^"]|"")*)"', sql)]
 
 
-def insert_source(ns: str, table: Table, dedupe: bool, within: str) -> str:
+def insert_source(ns: str, table: Table, columns: dict[str, str], dedupe: bool,
+                  within: str) -> str:
     """The rows of ``table`` not loaded already (``within``: see within_sql)."""
-    names = [quote(name) for name in table.columns]
-    select = ", ".join(f"{sql} AS {name}" for name, (sql, _) in
-                       zip(names, table.columns.values(), strict=True))
+    select = ", ".join(f"{sql} AS {quote(name)}" for name, sql in columns.items())
     first = ' QUALIFY row_number() OVER (PARTITION BY b."messageId" ORDER BY b.rowid) = 1'
-    return (f"SELECT {', '.join(names)} FROM (SELECT {select} FROM batch AS b "
+    return (f"SELECT {', '.join(map(quote, columns))} FROM (SELECT {select} FROM batch AS b "
             f"WHERE {table.where}{first if dedupe else ''}) AS new WHERE NOT EXISTS "
             f"(SELECT 1 FROM {ns}.{quote(table.name)} AS old WHERE old.id = new.id{within})")
 
 
-def users_source(table: Table) -> str:
+def users_source(table: Table, columns: dict[str, str]) -> str:
     """One row per user: each column its latest non-null value (``merge_users``)."""
     order = 'ORDER BY b."timestamp" NULLS FIRST, b.rowid'
-    items = [f"{table.columns['id'][0]} AS id"] + [
+    items = [f"{columns['id']} AS id"] + [
         f"last({sql} {order}) FILTER (WHERE {sql} IS NOT NULL) AS {quote(name)}"
-        for name, (sql, _) in table.columns.items() if name != "id"]
+        for name, sql in columns.items() if name != "id"]
     return f"SELECT {', '.join(items)} FROM batch AS b WHERE {table.where} GROUP BY 1"
 
 
