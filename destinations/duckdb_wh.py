@@ -7,6 +7,8 @@ The loader (``destinations.duckdb_load``) runs in a child process by default
 
 from __future__ import annotations
 
+import re
+
 from pydantic import Field
 
 from destinations.base import Connector, ConnectorSettings, Limits
@@ -34,6 +36,12 @@ class Settings(ConnectorSettings):
                               description="DuckDB's memory limit (its default is 80% of RAM).")
     checkpoint_threshold: str = Field("64MB", pattern=SIZE, description=(
         "WAL size that triggers a checkpoint (DuckDB's 16MB checkpoints too often here)."))
+
+    def memory_limit_bytes(self) -> int:
+        """``memory_limit`` in bytes (KB, MB, ... are powers of 1000; KiB, MiB of 1024)."""
+        number, unit, binary = re.fullmatch(  # type: ignore[union-attr]
+            r"(\d+(?:\.\d+)?)\s*([KMGT])(i?)B", self.memory_limit).groups()
+        return int(float(number) * (1024 if binary else 1000) ** ("KMGT".index(unit) + 1))
 
 
 CONNECTOR = Connector(

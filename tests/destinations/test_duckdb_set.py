@@ -191,3 +191,17 @@ def test_any_batch_lands_as_row_by_row(tmp_path_factory: pytest.TempPathFactory,
     finally:
         fast.close_sync()
         rows.close_sync()
+
+
+def test_a_batch_too_wide_for_the_memory_limit_loads_row_by_row(tmp_path: Path) -> None:
+    assert senders(tmp_path / "a")[0].set_max_bytes == 10_000_000  # 128MB: 18 MB failed
+    assert senders(tmp_path / "b", memory_limit="64MB")[0].set_max_bytes == 2_000_000
+    fast, rows = senders(tmp_path / "c")
+    fast.set_max_bytes = 100_000
+    events = list(generate(400, seed=5))
+    for i, event in enumerate(events):  # the same shape throughout, wide from 200 on
+        event["properties"] = {**event.get("properties", {}),
+                               "note": "x" * (1000 if i >= 200 else 10)}
+    load_both([events[:100], events[100:200], events[200:]], fast, rows)
+    assert fast.loads == {"set": 1, "rows": 2}
+    assert contents(fast) == contents(rows)
