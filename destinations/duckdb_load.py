@@ -1,11 +1,10 @@
 """The DuckDB loader (connector ``destinations.duckdb_wh``). A sender owns one connection
 and loads one batch at a time, in a child process by default (``own_process``; else a
 worker thread). A batch whose columns all exist with types that fit is loaded by SQL
-alone (``duckdb_set``). Any other is loaded row by row: it creates or widens what it
-needs, then loads each table in one transaction with one ``INSERT ... SELECT ... FROM
-read_json(<temp file of rows>)`` that leaves out ids loaded already (a redelivery), or
-for ``users`` one ``MERGE`` (an upsert). A data error bisects the batch and rejects only
-the offending events; any other error retries the whole batch.
+alone (``duckdb_set``); any other row by row: it creates or widens what it needs, then
+loads each table in one transaction with one ``INSERT ... SELECT ... FROM read_json(<temp
+file of rows>)`` that leaves out loaded ids, or for ``users`` one ``MERGE``. A data error
+bisects the batch and rejects only the offending events; any other retries the batch.
 """
 
 from __future__ import annotations
@@ -113,8 +112,7 @@ class DuckDBSender:
         return con
 
     def send_json(self, payload: bytes) -> list[Outcome]:
-        """A batch as one JSON array: loaded by SQL when its shape allows (see
-        ``duckdb_plan``), else row by row."""
+        """A batch as one JSON array: loaded by SQL when it can be, else row by row."""
         loaded = self._load_set(payload) if len(payload) <= self.set_max_bytes else None
         if loaded is not None:
             self.loads["set"] += 1
@@ -123,27 +121,16 @@ class DuckDBSender:
         return self.send_sync(orjson.loads(payload))
 
     def _load_set(self, payload: bytes) -> int | None:
-        """``duckdb_set.load``: the batch's size, or None (nothing loaded) when it needs
-        the row-by-row load."""
-        con, path = self.con, None
+        """The batch's size, or None (nothing loaded) when it needs the row-by-row load."""
         try:
-            fd, path = tempfile.mkstemp(prefix="event-router-", suffix=".json")
-            with os.fdopen(fd, "wb") as file:
-                file.write(payload)
-            if con is None or self.known.columns is None:
-                con = self.con or self._connect()
+            con = self.con or self._connect()
+            if self.known.columns is None:
                 self._evolve(con, {})  # reads the catalogue
-            return duckdb_set.load(con, self.ns, path, datetime.now(UTC), self.known.columns
+            return duckdb_set.load(con, self.ns, payload, datetime.now(UTC), self.known.columns
                                    or {}, self.known.left_out, self.settings.event_tables)
         except (Unsupported, *TRANSIENT) as exc:  # the row path retries what is transient
             log.debug("Batch loaded row by row: %s", exc)
             return None
-        finally:
-            if path is not None:
-                os.unlink(path)
-            if con is not None:
-                with contextlib.suppress(duckdb.Error):
-                    con.execute("DROP TABLE IF EXISTS batch; DROP TABLE IF EXISTS raw")
 
     def send_sync(self, events: list[Event]) -> list[Outcome]:
         tables, rejected = batch_rows(events, datetime.now(UTC), self.settings.event_tables)
