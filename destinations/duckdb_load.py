@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -72,7 +73,9 @@ class DuckDBSender:
         self.known = Known(settings.max_columns)
         self._lock = asyncio.Lock()  # one batch at a time on the one connection
         self.takes_raw = True  # send(events, raws): the records' bytes where unchanged
-        self.loads = {"set": 0, "rows": 0}  # batches loaded by each path
+        self.loads = {"sql": 0, "rows": 0}  # batches loaded by each path
+        self.last_load = ""  # how the last batch was loaded ("sql" or "rows")
+        self.on_load: Callable[[str], None] | None = None  # the router's counter
         # the SQL load needs ~45 MB and ~6x the batch (its structure query ran out of
         # memory at 18 MB with 128MB, at 4 MB with 64MB); a wider one loads row by row
         self.set_max_bytes = max(0, settings.memory_limit_bytes() - 48_000_000) // 8
@@ -93,7 +96,10 @@ class DuckDBSender:
                    ) -> list[Outcome]:
         payload = json_array(events, raws)
         async with self._lock:
-            return await asyncio.to_thread(self.send_json, payload)
+            outcomes = await asyncio.to_thread(self.send_json, payload)
+            if self.on_load is not None:
+                self.on_load(self.last_load)
+            return outcomes
 
     def close_sync(self) -> None:
         if self.con is not None:
@@ -114,11 +120,9 @@ class DuckDBSender:
     def send_json(self, payload: bytes) -> list[Outcome]:
         """A batch as one JSON array: loaded by SQL when it can be, else row by row."""
         loaded = self._load_set(payload) if len(payload) <= self.set_max_bytes else None
-        if loaded is not None:
-            self.loads["set"] += 1
-            return outcomes(loaded, {})
-        self.loads["rows"] += 1
-        return self.send_sync(orjson.loads(payload))
+        self.last_load = "rows" if loaded is None else "sql"
+        self.loads[self.last_load] += 1
+        return self.send_sync(orjson.loads(payload)) if loaded is None else outcomes(loaded, {})
 
     def _load_set(self, payload: bytes) -> int | None:
         """The batch's size, or None (nothing loaded) when it needs the row-by-row load."""

@@ -142,6 +142,12 @@ class Router:
         stats.paused = 0
         if connector.sender is not None:
             sender = connector.sender(cfg.settings)  # type: ignore[attr-defined]
+            if hasattr(sender, "on_load"):  # a warehouse loader: how it loaded each batch
+
+                def on_load(how: str) -> None:
+                    stats.loads[how] += 1
+
+                sender.on_load = on_load
         else:
             sender = HttpSender(connector, cfg.settings,  # type: ignore[attr-defined]
                                 concurrency=cfg.delivery.concurrency,

@@ -140,7 +140,7 @@ def describe(router: Any, dest: Any) -> dict[str, Any]:
             "delivered": s.delivered, "rejected": s.rejected, "retried": s.retried,
             "parked": s.parked, "spilled": s.spilled, "spilling": dest.worker.spilling,
             "dead_lettered": s.dead_lettered, "filtered": dict(s.filtered),
-            "in_flight": s.in_flight,
+            "in_flight": s.in_flight, "loads": dict(s.loads),
             "retry_backlog": s.retry_backlog}
 
 

@@ -118,6 +118,7 @@ class DestinationStats:
         self.dead_lettered = 0
         self.filtered: defaultdict[str, int] = defaultdict(int)
         self.requests: defaultdict[int, int] = defaultdict(int)  # by HTTP status (0 = error)
+        self.loads: defaultdict[str, int] = defaultdict(int)  # warehouse batches, by how
         self.in_flight = 0
         self.circuit = 0  # 0 closed, 1 half-open, 2 open
         self.paused = 0
@@ -202,6 +203,10 @@ class StatsCollector(Collector):
         yield _counter("router_requests", "Requests to a destination, by HTTP status "
                        "(0 = connection error or timeout).", ["destination", "status"],
                        [((n, str(c)), v) for n, x in d.items() for c, v in x.requests.items()])
+        yield _counter("router_warehouse_batches", "Warehouse batches loaded, by how "
+                       "(sql: rows built by the database; rows: row by row).",
+                       ["destination", "load"],
+                       [((n, h), v) for n, x in d.items() for h, v in x.loads.items()])
         yield _gauge("router_destination_in_flight", "Events queued or sending.",
                      ["destination"], [((n,), x.in_flight) for n, x in d.items()])
         yield _gauge("router_circuit_state", "0 closed, 1 half-open, 2 open.",

@@ -12,7 +12,8 @@ back.
 The factory (a class, or ``"module:attribute"`` so that only the child imports it) is
 built in the child from ``settings``; what it builds must offer
 ``send_sync(events) -> list[Outcome]`` (or ``send_json(payload)``, given the batch's JSON
-array as bytes) and ``close_sync()``. If the child dies, the
+array as bytes; with ``last_load`` saying how, passed to ``on_load``) and
+``close_sync()``. If the child dies, the
 batch is retried and a new child started.
 """
 
@@ -26,6 +27,7 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -66,11 +68,12 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _send(payload: bytes) -> list[Outcome]:
+def _send(payload: bytes) -> tuple[list[Outcome], str]:
+    """The batch's outcomes, and how the loader loaded it (its ``last_load``, if any)."""
     send_json = getattr(_loader, "send_json", None)  # a loader that reads the JSON itself
-    if send_json is not None:
-        return send_json(payload)  # type: ignore[no-any-return]
-    return _loader.send_sync(orjson.loads(payload))  # type: ignore[no-any-return]
+    outcomes = (send_json(payload) if send_json is not None
+                else _loader.send_sync(orjson.loads(payload)))
+    return outcomes, getattr(_loader, "last_load", "")
 
 
 def _close() -> None:
@@ -90,6 +93,7 @@ class ProcessSender:
         # two 5,000-event batches stuck in a checkpoint are half the default budget, the
         # consumer's resume mark, so a stall seen late paused every destination to its end.
         self.max_concurrency = 1
+        self.on_load: Callable[[str], None] | None = None  # told how each batch loaded
 
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:
@@ -106,8 +110,11 @@ class ProcessSender:
                    ) -> list[Outcome]:
         payload = json_array(events, raws)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool(), _send,
-                                                                    payload)
+            outcomes, load = await asyncio.get_running_loop().run_in_executor(
+                self._pool(), _send, payload)
+            if load and self.on_load is not None:
+                self.on_load(load)
+            return outcomes
         except BrokenProcessPool as exc:
             self.pool = None  # a new child on the next batch
             return [Retry(f"loader process died: {exc}")] * len(events)

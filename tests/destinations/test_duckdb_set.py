@@ -88,7 +88,7 @@ def test_a_steady_stream_loads_by_sql_and_lands_as_row_by_row(tmp_path: Path,
     batches.append(events[500:1500] + events[2500:])  # redelivered, also twice in one batch
     fast, rows = senders(tmp_path, event_tables=event_tables)
     load_both(batches, fast, rows)
-    assert fast.loads == {"set": 3, "rows": 1}  # the first creates the tables
+    assert fast.loads == {"sql": 3, "rows": 1}  # the first creates the tables
     tables = contents(fast)
     assert tables == contents(rows)
     assert len(tables["tracks"][1]) == sum(e["type"] == "track" for e in events)
@@ -103,7 +103,7 @@ def test_a_batch_needing_a_new_column_loads_row_by_row(tmp_path: Path) -> None:
         event.setdefault("properties", {})["coupon"] = "SPRING"
     changed[0]["properties"]["price"] = "free"  # a string where the column is double
     load_both([events[:100], changed, events[:100]], fast, rows)
-    assert fast.loads == {"set": 1, "rows": 2}
+    assert fast.loads == {"sql": 1, "rows": 2}
     assert contents(fast) == contents(rows)
 
 
@@ -203,5 +203,18 @@ def test_a_batch_too_wide_for_the_memory_limit_loads_row_by_row(tmp_path: Path) 
         event["properties"] = {**event.get("properties", {}),
                                "note": "x" * (1000 if i >= 200 else 10)}
     load_both([events[:100], events[100:200], events[200:]], fast, rows)
-    assert fast.loads == {"set": 1, "rows": 2}
+    assert fast.loads == {"sql": 1, "rows": 2}
     assert contents(fast) == contents(rows)
+
+
+async def test_the_sender_tells_the_router_how_each_batch_loaded(tmp_path: Path) -> None:
+    sender = DuckDBSender(Settings.model_validate({"path": str(tmp_path / "x.duckdb")}))
+    seen: list[str] = []
+    sender.on_load = seen.append
+    events = list(generate(200, seed=1))
+    try:
+        await sender.send(events[:100])  # creates the tables
+        await sender.send(events[100:], [orjson.dumps(e) for e in events[100:]])  # raw
+        assert seen == ["rows", "sql"]
+    finally:
+        await sender.close()

@@ -17,11 +17,14 @@ from typing import Any
 import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from router import topics
 from router.app import Router
 from router.config import Config
 from router.demo import key_of
+from router.telemetry import StatsCollector
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -158,3 +161,12 @@ async def eventually(predicate: Any, timeout_s: float = 30.0, interval_s: float 
 
 def headers(record: Any) -> dict[str, str]:
     return {k: v.decode() for k, v in record.headers or ()}
+
+
+def metrics(router: Router) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The router's standard metrics, as Prometheus would scrape them."""
+    registry = CollectorRegistry()
+    registry.register(StatsCollector(router.stats))
+    text = generate_latest(registry).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}

@@ -12,13 +12,9 @@ from typing import Any
 
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from destinations import mixpanel, posthog
-from router.app import Router
 from router.events import iso
-from router.telemetry import StatsCollector
 from tests.fakes.amplitude import AmplitudeFake
 from tests.fakes.ga4 import GA4Fake
 from tests.fakes.mixpanel import MixpanelFake
@@ -27,6 +23,7 @@ from tests.integration.harness import (
     config_dict,
     eventually,
     headers,
+    metrics,
     produce,
     read_all,
     running,
@@ -112,15 +109,6 @@ def destinations(amp: AmplitudeFake, mix: MixpanelFake, ga: GA4Fake, ph: PostHog
         {"name": "posthog", "type": "posthog", **common,
          "settings": {"api_key": ph.api_key, "host": ph.url}},
     ]
-
-
-def metrics(router: Router) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """The router's standard metrics, as Prometheus would scrape them."""
-    registry = CollectorRegistry()
-    registry.register(StatsCollector(router.stats))
-    text = generate_latest(registry).decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def by_destination(records: list[Any]) -> dict[str, list[tuple[str, str]]]:
