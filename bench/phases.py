@@ -199,7 +199,8 @@ async def dead(bench: Bench, topic: str, events: load.Events, warehouse: str,
 def router_counts(stats: dict[str, Any] | None) -> dict[str, Any]:
     """The router's own view at the end: received, invalid, in flight, per destination."""
     stats = stats or {}
-    keys = ("delivered", "filtered_total", "rejected", "retried", "parked", "dead_lettered")
+    keys = ("delivered", "filtered_total", "rejected", "retried", "parked", "dead_lettered",
+            "loads")  # loads: how a warehouse loaded its batches (sql, rows)
     return {"received": stats.get("received"), "invalid": stats.get("invalid"),
             "in_flight": stats.get("in_flight"),
             "destinations": {d["name"]: {k: d.get(k) for k in keys}
