@@ -118,19 +118,33 @@ class DuckDBSender:
         return con
 
     def send_json(self, payload: bytes) -> list[Outcome]:
-        """A batch as one JSON array: loaded by SQL when it can be, else row by row."""
-        loaded = self._load_set(payload) if len(payload) <= self.set_max_bytes else None
+        """``send_file`` of a batch given as one JSON array."""
+        fd, path = tempfile.mkstemp(prefix="event-router-", suffix=".json")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(payload)
+            return self.send_file(path)
+        finally:
+            os.unlink(path)
+
+    def send_file(self, path: str) -> list[Outcome]:
+        """The batch in ``path`` (a JSON array): loaded by SQL when it can be, else row by
+        row."""
+        fits = os.path.getsize(path) <= self.set_max_bytes
+        loaded = self._load_set(path) if fits else None
         self.last_load = "rows" if loaded is None else "sql"
         self.loads[self.last_load] += 1
-        return self.send_sync(orjson.loads(payload)) if loaded is None else outcomes(loaded, {})
+        if loaded is not None:
+            return outcomes(loaded, {})
+        return self.send_sync(orjson.loads(Path(path).read_bytes()))
 
-    def _load_set(self, payload: bytes) -> int | None:
+    def _load_set(self, path: str) -> int | None:
         """The batch's size, or None (nothing loaded) when it needs the row-by-row load."""
         try:
             con = self.con or self._connect()
             if self.known.columns is None:
                 self._evolve(con, {})  # reads the catalogue
-            return duckdb_set.load(con, self.ns, payload, datetime.now(UTC), self.known.columns
+            return duckdb_set.load(con, self.ns, path, datetime.now(UTC), self.known.columns
                                    or {}, self.known.left_out, self.settings.event_tables)
         except (Unsupported, *TRANSIENT) as exc:  # the row path retries what is transient
             log.debug("Batch loaded row by row: %s", exc)

@@ -14,9 +14,7 @@ import contextlib
 import heapq
 import itertools
 import json
-import os
 import re
-import tempfile
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,18 +61,15 @@ MARGIN = timedelta(seconds=1)
 MICROSECOND = timedelta(microseconds=1)
 
 
-def load(con: duckdb.DuckDBPyConnection, ns: str, payload: bytes, uuid_ts: datetime,
+def load(con: duckdb.DuckDBPyConnection, ns: str, path: str, uuid_ts: datetime,
          known: dict[str, dict[str, ColumnType]], left_out: dict[str, set[str]],
          event_tables: bool) -> int:
-    """Load the batch (a JSON array) in one transaction; its size. ``Unsupported`` (or
-    DuckDB's error, or OSError) when it needs the row-by-row load, with nothing loaded."""
-    fd, path = tempfile.mkstemp(prefix="event-router-", suffix=".json")
+    """Load the batch in ``path`` (a JSON array) in one transaction; its size.
+    ``Unsupported`` (or DuckDB's error) when it needs the row-by-row load, with nothing
+    loaded."""
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(payload)
         return _load(con, ns, path, uuid_ts, known, left_out, event_tables)
     finally:
-        os.unlink(path)
         with contextlib.suppress(duckdb.Error):
             con.execute("DROP TABLE IF EXISTS batch; DROP TABLE IF EXISTS raw")
 

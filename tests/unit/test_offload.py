@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,15 @@ class Probe:
         pass
 
 
+def batch_files() -> set[Path]:
+    """The batches handed to a child, as files (removed once their outcomes are back)."""
+    return set(Path(tempfile.gettempdir()).glob("event-router-*.json"))
+
+
 async def test_outcomes_come_back_and_a_dead_child_is_replaced() -> None:
     sender = ProcessSender(Loader, {})
     await sender.start()
+    before = batch_files()
     try:
         got = await sender.send([{"id": 1}, {"id": 2, "bad": True}])
         assert got[0] == DELIVERED and isinstance(got[1], Rejected)
@@ -55,6 +62,7 @@ async def test_outcomes_come_back_and_a_dead_child_is_replaced() -> None:
         died = await sender.send([{"id": 3, "die": True}, {"id": 4}])
         assert all(isinstance(o, Retry) and "died" in o.reason for o in died)
         assert await sender.send([{"id": 5}]) == [DELIVERED]  # a new child took over
+        assert batch_files() <= before  # none left behind, not even the dead child's
     finally:
         await sender.close()
 
