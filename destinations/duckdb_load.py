@@ -1,11 +1,8 @@
-"""The DuckDB loader (connector ``destinations.duckdb_wh``). A sender owns one connection
-and loads one batch at a time, in a child process by default (``own_process``; else a
-worker thread). A batch whose columns all exist with types that fit is loaded by SQL
-alone (``duckdb_set``); any other row by row: it creates or widens what it needs, then
-loads each table in one transaction with one ``INSERT ... SELECT ... FROM read_json(<temp
-file of rows>)`` that leaves out loaded ids, or for ``users`` one ``MERGE``. A data error
-bisects the batch and rejects only the offending events; any other retries the batch.
-"""
+"""The DuckDB loader (connector ``destinations.duckdb_wh``): one connection, one batch at
+a time, in a child process by default. A batch whose columns exist with types that fit is
+loaded by SQL alone (``duckdb_set``); any other row by row: DDL as needed, then per table
+one ``INSERT ... SELECT ... FROM read_json(<file of rows>)`` leaving out loaded ids
+(``users``: a ``MERGE``). A data error bisects the batch to reject only its culprits."""
 
 from __future__ import annotations
 
@@ -56,8 +53,7 @@ log = logging.getLogger(__name__)
 
 TYPES = {BOOLEAN: "BOOLEAN", BIGINT: "BIGINT", DOUBLE: "DOUBLE",
          TIMESTAMP: "TIMESTAMP WITH TIME ZONE", TEXT: "VARCHAR"}
-# A value DuckDB refuses (conversion, range, constraint), or one that does not fit a
-# column that could not widen.
+# A value DuckDB refuses (conversion, range, constraint), or one no column can hold.
 DATA_ERRORS = (duckdb.DataError, duckdb.IntegrityError, Misfit)
 TRANSIENT = (duckdb.Error, OSError)
 CANNOT_WIDEN = (duckdb.DependencyException, duckdb.NotImplementedException,
@@ -73,11 +69,9 @@ class DuckDBSender:
         self.known = Known(settings.max_columns)
         self._lock = asyncio.Lock()  # one batch at a time on the one connection
         self.takes_raw = True  # send(events, raws): the records' bytes where unchanged
-        self.loads = {"sql": 0, "rows": 0}  # batches loaded by each path
         self.last_load = ""  # how the last batch was loaded ("sql" or "rows")
         self.on_load: Callable[[str], None] | None = None  # the router's counter
-        # the SQL load needs ~45 MB and ~6x the batch (its structure query ran out of
-        # memory at 18 MB with 128MB, at 4 MB with 64MB); a wider one loads row by row
+        # the SQL load needs ~45 MB + 6x the batch (18 MB failed at 128MB): wider, row by row
         self.set_max_bytes = max(0, settings.memory_limit_bytes() - 48_000_000) // 8
 
     async def start(self) -> None:
@@ -119,24 +113,19 @@ class DuckDBSender:
 
     def send_json(self, payload: bytes) -> list[Outcome]:
         """``send_file`` of a batch given as one JSON array."""
-        fd, path = tempfile.mkstemp(prefix="event-router-", suffix=".json")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(payload)
-            return self.send_file(path)
-        finally:
-            os.unlink(path)
+        with tempfile.NamedTemporaryFile(prefix="event-router-", suffix=".json") as file:
+            file.write(payload)
+            file.flush()
+            return self.send_file(file.name)
 
     def send_file(self, path: str) -> list[Outcome]:
-        """The batch in ``path`` (a JSON array): loaded by SQL when it can be, else row by
-        row."""
+        """The batch in ``path`` (a JSON array): by SQL when it can be, else row by row."""
         fits = os.path.getsize(path) <= self.set_max_bytes
         loaded = self._load_set(path) if fits else None
         self.last_load = "rows" if loaded is None else "sql"
-        self.loads[self.last_load] += 1
-        if loaded is not None:
-            return outcomes(loaded, {})
-        return self.send_sync(orjson.loads(Path(path).read_bytes()))
+        if loaded is None:
+            return self.send_sync(orjson.loads(Path(path).read_bytes()))
+        return outcomes(loaded, {})
 
     def _load_set(self, path: str) -> int | None:
         """The batch's size, or None (nothing loaded) when it needs the row-by-row load."""
@@ -229,12 +218,9 @@ class DuckDBSender:
     def _insert(self, con: duckdb.DuckDBPyConnection, table: str, rows: list[Row],
                 kinds: dict[str, ColumnType]) -> None:
         """One bulk statement through a JSON file that ``read_json`` reads with the
-        table's column types, so DuckDB converts (keys that are not columns are ignored).
-        5,000 rows of 36 columns: 0.07 s; 0.2 s binding a list per column; 7 s with
-        executemany. DuckDB refusing a value: ``columnar`` names it (``Misfit``). No
-        table has a primary key (DuckDB holds an index wholly in memory; see
-        docs/warehouses.md): loaded ids are skipped by an anti-join within the rows'
-        time ranges, and ``users`` is upserted by a ``MERGE`` on ``id``."""
+        table's column types (5,000 rows of 36 columns: 0.07 s; 7 s with executemany).
+        DuckDB refusing a value: ``columnar`` names it (``Misfit``). Loaded ids are left
+        out by an anti-join, ``users`` upserted by a ``MERGE`` (docs/warehouses.md)."""
         if table == "users":
             rows = merge_users(rows)
         elif len({row["id"] for row in rows}) < len(rows):  # a repeat within the batch
