@@ -7,7 +7,6 @@ one ``INSERT ... SELECT ... FROM read_json(<file of rows>)`` leaving out loaded 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import tempfile
@@ -21,7 +20,7 @@ import orjson
 from destinations import duckdb_set
 from destinations.base import Event
 from destinations.duckdb_plan import Unsupported
-from destinations.duckdb_set import rows_within
+from destinations.duckdb_set import rows_within, transaction
 from destinations.duckdb_wh import Settings
 from router.delivery.outcome import Outcome
 from router.events import json_array
@@ -202,18 +201,12 @@ class DuckDBSender:
 
     def _transaction(self, con: duckdb.DuckDBPyConnection, tables: Tables, only: set[int]
                      ) -> None:
-        con.begin()
-        try:
+        with transaction(con):
             columns = self.known.columns or {}
             for table in sorted(tables):
                 rows = [row for p, row in tables[table] if p in only]
                 if rows:
                     self._insert(con, table, rows, columns.get(table, {}))
-            con.commit()
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):  # a failed commit has rolled back
-                con.rollback()
-            raise
 
     def _insert(self, con: duckdb.DuckDBPyConnection, table: str, rows: list[Row],
                 kinds: dict[str, ColumnType]) -> None:

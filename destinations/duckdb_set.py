@@ -15,6 +15,7 @@ import heapq
 import itertools
 import json
 import re
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -90,19 +91,26 @@ def _load(con: duckdb.DuckDBPyConnection, ns: str, path: str, uuid_ts: datetime,
     times = con.execute('SELECT epoch_us("timestamp") FROM batch WHERE "timestamp" '
                         "IS NOT NULL ORDER BY 1").fetchall()
     within = within_sql([t for (t,) in times], nulls=len(times) < size)
-    con.begin()
-    try:
+    with transaction(con):
         for table, sql in zip(tables, columns, strict=True):
             con.execute(merge_users_sql(ns, list(sql), users_source(table, sql))
                         if table.name == "users" else
                         insert_sql(ns, table.name, list(sql), insert_source(
                             ns, table, sql, repeats > 0, within), on_conflict=False))
+    return int(size)
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Commit what the block did, or roll it back if it raised (the commit too)."""
+    con.begin()
+    try:
+        yield
         con.commit()
     except BaseException:
         with contextlib.suppress(duckdb.Error):  # a failed commit has rolled back
             con.rollback()
         raise
-    return int(size)
 
 
 def typed(tables: list[Table], known: dict[str, dict[str, ColumnType]],

@@ -115,17 +115,15 @@ class ProcessSender:
 
     async def send(self, events: list[dict[str, Any]], raws: list[bytes | None] | None = None
                    ) -> list[Outcome]:
-        fd, path = tempfile.mkstemp(prefix="event-router-", suffix=".json")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(json_array(events, raws))
-            outcomes, load = await asyncio.get_running_loop().run_in_executor(
-                self._pool(), _send, path)
-        except BrokenProcessPool as exc:
-            self.pool = None  # a new child on the next batch
-            return [Retry(f"loader process died: {exc}")] * len(events)
-        finally:
-            os.unlink(path)
+        with tempfile.NamedTemporaryFile(prefix="event-router-", suffix=".json") as file:
+            file.write(json_array(events, raws))
+            file.flush()
+            try:
+                outcomes, load = await asyncio.get_running_loop().run_in_executor(
+                    self._pool(), _send, file.name)
+            except BrokenProcessPool as exc:
+                self.pool = None  # a new child on the next batch
+                return [Retry(f"loader process died: {exc}")] * len(events)
         if load and self.on_load is not None:
             self.on_load(load)
         return outcomes
