@@ -82,8 +82,9 @@ class ServerConfig(Frozen):
 class DedupeConfig(Frozen):
     window_s: float = Field(86400, gt=0, description="Drop a messageId seen within this "
                             "window (ids are kept in eighths of it: up to an eighth longer).")
-    max_entries: int = Field(1_000_000, ge=1, description="Memory bound (about 69 bytes per "
-                             "id); past it the oldest ids are evicted.")
+    max_entries: int = Field(1_000_000, ge=1, description="Memory bound (a table of about 19 "
+                             "bytes per id, taken as ids arrive); past it the oldest ids "
+                             "are evicted.")
 
 
 class TrackingPlanConfig(Frozen):

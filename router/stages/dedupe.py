@@ -5,21 +5,45 @@ evicted id passes (at-least-once still holds; destinations with an idempotency k
 it). A repeat does not extend an id's window.
 
 ``now`` is any clock in seconds that does not go backwards (``time.monotonic()``, or the
-Kafka append time). Ids are kept in generations: plain sets of ``hash(id)``, a new one
-opened every eighth of the window or of ``max_entries``. A generation is dropped whole
-once the next one opened ``window_s`` ago, or it opened an eighth more ago (then every id
-in it was first seen longer ago than the window), or when the total is over
-``max_entries`` (the oldest eighth goes at once). So an id is remembered for at least
-``window_s`` and at most an eighth longer, every call is O(1) and nothing is scanned.
-An entry costs about 69 bytes (measured over 500k ids): the 64-bit ``hash()`` of the id
-(a 36-character UUID string would be 85 bytes more) and a set slot; a dict of per-id
-first-seen times cost 101. Two ids colliding among a million has a
+Kafka append time). Ids are kept in generations, a new one opened every eighth of the
+window or of ``max_entries``. A generation is dropped whole once the next one opened
+``window_s`` ago, or it opened an eighth more ago (then every id in it was first seen
+longer ago than the window), or when the total is over ``max_entries`` (the oldest eighth
+goes at once). So an id is remembered for at least ``window_s`` and at most an eighth
+longer, every call is O(1) and nothing is scanned per call.
+
+Storage: an id is its 64-bit ``hash()``, kept in a fixed hash table in anonymous ``mmap``
+memory (pages are only taken as ids arrive), sized for twice ``max_entries``. Each
+64-byte line (one CPU cache line) is a bucket: 7 keys of 8 bytes, then their 7 generation
+tags (0: free). A lookup is one C-speed ``find`` of the key's bytes within its line and
+an insert one ``find`` of a free tag; dropping a generation frees its slots by rewriting
+the tag bytes (a ``translate`` of each tag column, once per generation). About 19 bytes
+per id at ``max_entries`` (a set of Python ints cost ~69), and ~0.4 µs more per call. A
+key whose line is full (at half load, about 0.3% of them) is kept in a dict with its
+generation, so no id is ever forgotten early. Two ids colliding among a million has a
 chance of about 1 in 3·10^7; the cost would be one wrongly dropped event.
 """
 
 from __future__ import annotations
 
+import mmap
 from collections import deque
+
+LINE = 64  # bytes per bucket: [7 keys of 8 bytes][7 tags][1 unused]
+SLOTS = 7
+TAGS_AT = SLOTS * 8
+UNSIGNED = (1 << 64) - 1
+FREE = b"\0"
+TAGS = 255  # generation tags 1..255; 0 marks a free slot
+
+
+class Generation:
+    __slots__ = ("ids", "opened", "tag")
+
+    def __init__(self, opened: float, tag: int) -> None:
+        self.opened = opened
+        self.tag = tag
+        self.ids = 0  # its keys, in the table or overflowed
 
 
 class Dedupe:
@@ -33,7 +57,13 @@ class Dedupe:
         self._slice_s = window_s / self.GENERATIONS
         self._horizon_s = window_s + self._slice_s
         self._slice_entries = max(1, max_entries // self.GENERATIONS)
-        self._generations: deque[tuple[float, set[int]]] = deque()  # (opened, ids)
+        self._lines = -(-2 * max_entries // SLOTS)
+        self._table = mmap.mmap(-1, self._lines * LINE)
+        self._overflow: dict[int, int] = {}  # key -> tag, for keys whose line was full
+        self._generations: deque[Generation] = deque()
+        self._newest = Generation(-float("inf"), 0)  # a closed placeholder
+        self._expires_at = float("inf")  # when the oldest generation is due to go
+        self._next_tag = 1
         self._count = 0
 
     def __len__(self) -> int:
@@ -42,22 +72,82 @@ class Dedupe:
     def seen(self, message_id: str, now: float) -> bool:
         """True if ``message_id`` was first seen less than ``window_s`` ago (or up to an
         eighth of it more); else record it as seen ``now``."""
-        key = hash(message_id)
-        generations = self._generations
-        # Expire first, so that an id older than the window plus an eighth never counts.
+        if now >= self._expires_at:
+            self._expire(now)
+        key = hash(message_id) & UNSIGNED
+        packed = key.to_bytes(8, "little")
+        table = self._table
+        line = key % self._lines * LINE
+        at = table.find(packed, line, line + TAGS_AT)
+        if at >= 0 and self._held(packed, line, at):
+            return True
+        if self._overflow and key in self._overflow:
+            return True
+        newest = self._newest
+        if newest.ids >= self._slice_entries or now - newest.opened >= self._slice_s:
+            newest = self._open(now)
+        newest.ids += 1
+        free = table.find(FREE, line + TAGS_AT, line + TAGS_AT + SLOTS)
+        if free >= 0:
+            at = line + (free - line - TAGS_AT) * 8
+            table[at:at + 8] = packed
+            table[free] = newest.tag
+        else:
+            self._overflow[key] = newest.tag
+        self._count += 1
+        if self._count > self.max_entries:
+            while self._count > self.max_entries and len(self._generations) > 1:
+                self._drop_oldest()
+        return False
+
+    def _held(self, packed: bytes, line: int, at: int) -> bool:
+        """Whether a match of the key's bytes at ``at`` (or later in the line) is a slot
+        in use: a freed slot keeps its old key, and a match could straddle two keys."""
+        table = self._table
+        while at >= 0:
+            if not at & 7 and table[line + TAGS_AT + ((at - line) >> 3)]:
+                return True
+            at = table.find(packed, at + 1, line + TAGS_AT)
+        return False
+
+    def _expire(self, now: float) -> None:
         # A generation's ids were first seen before the next one opened, and within an
         # eighth of the window after it opened itself.
-        while generations and (now - generations[0][0] >= self._horizon_s or (
-                len(generations) > 1 and now - generations[1][0] >= self.window_s)):
-            self._count -= len(generations.popleft()[1])
-        for _, ids in reversed(generations):
-            if key in ids:
-                return True
-        if (not generations or now - generations[-1][0] >= self._slice_s
-                or len(generations[-1][1]) >= self._slice_entries):
-            generations.append((now, set()))
-        generations[-1][1].add(key)
-        self._count += 1
-        while self._count > self.max_entries and len(generations) > 1:
-            self._count -= len(generations.popleft()[1])
-        return False
+        generations = self._generations
+        while generations and (now - generations[0].opened >= self._horizon_s or (
+                len(generations) > 1 and now - generations[1].opened >= self.window_s)):
+            self._drop_oldest()
+
+    def _due(self) -> None:
+        generations = self._generations
+        if not generations:
+            self._expires_at = float("inf")
+            return
+        due = generations[0].opened + self._horizon_s
+        if len(generations) > 1:
+            due = min(due, generations[1].opened + self.window_s)
+        self._expires_at = due
+
+    def _open(self, now: float) -> Generation:
+        while len(self._generations) >= TAGS:  # only with a max_entries of thousands of
+            self._drop_oldest()                # slices' worth: never reuse a live tag
+        self._newest = Generation(now, self._next_tag)
+        self._generations.append(self._newest)
+        self._next_tag = self._next_tag % TAGS + 1
+        self._due()
+        return self._newest
+
+    def _drop_oldest(self) -> None:
+        oldest = self._generations.popleft()
+        if oldest is self._newest:
+            self._newest = Generation(-float("inf"), 0)
+        self._count -= oldest.ids
+        if self._overflow:
+            self._overflow = {k: t for k, t in self._overflow.items() if t != oldest.tag}
+        clear = bytearray(range(256))
+        clear[oldest.tag] = 0
+        view = memoryview(self._table)
+        for column in range(TAGS_AT, TAGS_AT + SLOTS):
+            tags = view[column::LINE]
+            tags[:] = tags.tobytes().translate(clear)
+        self._due()

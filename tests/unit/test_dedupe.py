@@ -70,13 +70,17 @@ def test_an_expired_id_in_a_kept_generation_passes_and_is_recorded_afresh() -> N
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 9), st.floats(0, 30)), max_size=200))
+@given(st.lists(st.tuples(st.integers(0, 9), st.floats(0, 30)), max_size=200), st.booleans())
 def test_an_id_is_remembered_for_the_window_and_at_most_an_eighth_longer(
-        calls: list[tuple[int, float]]) -> None:
+        calls: list[tuple[int, float]], crowded: bool) -> None:
     """Against an exact model of first sightings: a repeat within ``window_s`` is always
-    dropped, one past ``window_s`` and an eighth always passes (and counts afresh)."""
+    dropped, one past ``window_s`` and an eighth always passes (and counts afresh).
+    Crowded: every id falls in one line of the table, so most overflow it, and freed
+    slots (and, over hundreds of generations, their tags) are used again."""
     window = 80.0
     dedupe = Dedupe(window_s=window, max_entries=10_000)
+    if crowded:
+        dedupe._lines = 1
     first: dict[int, float] = {}
     now = 0.0
     for name, step in calls:
@@ -89,3 +93,37 @@ def test_an_id_is_remembered_for_the_window_and_at_most_an_eighth_longer(
             assert got is False, (name, age)
         if not got:
             first[name] = now
+
+
+def test_a_full_line_loses_no_id_and_its_slots_are_freed_with_their_generation() -> None:
+    dedupe = Dedupe(window_s=80, max_entries=1_000)
+    dedupe._lines = 1  # 7 slots for every id: the rest overflow
+    for i in range(20):
+        assert dedupe.seen(f"a{i}", 0.0) is False
+    assert len(dedupe._overflow) == 13
+    assert all(dedupe.seen(f"a{i}", 50.0) for i in range(20))
+    for i in range(20):  # a later generation, while the first is held: all overflow
+        assert dedupe.seen(f"b{i}", 50.0) is False
+    assert (len(dedupe), len(dedupe._overflow)) == (40, 33)
+    # the first generation goes once the second opened a window ago: its 7 slots and
+    # 13 overflowed ids are freed, and "c" takes a slot
+    assert dedupe.seen("c", 130.0) is False
+    assert (len(dedupe), len(dedupe._overflow)) == (21, 20)
+    assert all(not dedupe.seen(f"a{i}", 131.0) for i in range(20))  # recorded afresh
+    assert all(dedupe.seen(f"a{i}", 132.0) for i in range(20))
+    assert all(dedupe.seen(f"b{i}", 132.0) for i in range(5))  # b: within its window
+    assert (len(dedupe), len(dedupe._overflow)) == (41, 34)  # a: 6 slots, 14 overflow
+    assert dedupe.seen("d", 141.0) is False  # b's generation is past window + an eighth
+    assert (len(dedupe), len(dedupe._overflow)) == (22, 15)  # the line is full: "d" too
+
+
+def test_a_match_across_two_keys_is_not_a_key() -> None:
+    dedupe = Dedupe(window_s=80, max_entries=100)
+    table = dedupe._table
+    table[0:16] = bytes(range(1, 17))  # two keys in use, in the first line
+    table[56] = table[57] = 1
+    straddling = bytes(range(5, 13))
+    assert dedupe._held(straddling, 0, table.find(straddling, 0, 56)) is False
+    assert dedupe._held(bytes(range(9, 17)), 0, 8) is True
+    table[57] = 0  # a freed slot keeps its key's bytes
+    assert dedupe._held(bytes(range(9, 17)), 0, 8) is False
