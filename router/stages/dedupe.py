@@ -13,15 +13,15 @@ goes at once). So an id is remembered for at least ``window_s`` and at most an e
 longer, every call is O(1) and nothing is scanned per call.
 
 Storage: an id is its 64-bit ``hash()``, kept in a fixed hash table in anonymous ``mmap``
-memory (pages are only taken as ids arrive), sized for twice ``max_entries``. Each
-64-byte line (one CPU cache line) is a bucket: 7 keys of 8 bytes, then their 7 generation
-tags (0: free). A lookup is one C-speed ``find`` of the key's bytes within its line and
-an insert one ``find`` of a free tag; dropping a generation frees its slots by rewriting
-the tag bytes (a ``translate`` of each tag column, once per generation). About 19 bytes
-per id at ``max_entries`` (a set of Python ints cost ~69), and ~0.4 µs more per call. A
-key whose line is full (at half load, about 0.3% of them) is kept in a dict with its
-generation, so no id is ever forgotten early. Two ids colliding among a million has a
-chance of about 1 in 3·10^7; the cost would be one wrongly dropped event.
+memory (pages are only taken as ids arrive), sized for twice ``max_entries``. A bucket is
+a 64-byte line (one CPU cache line) of 8 keys; their 8 generation tags (0: free) are 8
+bytes of a second map. A lookup is one C-speed ``find`` of the key's bytes within its
+line and an insert one ``find`` of a free tag; dropping a generation frees its slots with
+one ``translate`` of the tags (~2 ms at a million ``max_entries``). About 19 bytes per id
+at ``max_entries`` (a set of Python ints cost ~69), and ~0.4 µs more per call. A key whose
+line is full (at half load, about 0.5% of them) is kept in a dict with its generation,
+so no id is ever forgotten early. Two ids colliding among a million has a chance of
+about 1 in 3·10^7; the cost would be one wrongly dropped event.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ from __future__ import annotations
 import mmap
 from collections import deque
 
-LINE = 64  # bytes per bucket: [7 keys of 8 bytes][7 tags][1 unused]
-SLOTS = 7
-TAGS_AT = SLOTS * 8
+SLOTS = 8  # keys per bucket
+LINE = SLOTS * 8  # a bucket's bytes of keys
 UNSIGNED = (1 << 64) - 1
 FREE = b"\0"
 TAGS = 255  # generation tags 1..255; 0 marks a free slot
@@ -58,7 +57,8 @@ class Dedupe:
         self._horizon_s = window_s + self._slice_s
         self._slice_entries = max(1, max_entries // self.GENERATIONS)
         self._lines = -(-2 * max_entries // SLOTS)
-        self._table = mmap.mmap(-1, self._lines * LINE)
+        self._keys = mmap.mmap(-1, self._lines * LINE)
+        self._tags = mmap.mmap(-1, self._lines * SLOTS)  # a slot's generation; 0: free
         self._overflow: dict[int, int] = {}  # key -> tag, for keys whose line was full
         self._generations: deque[Generation] = deque()
         self._newest = Generation(-float("inf"), 0)  # a closed placeholder
@@ -76,9 +76,9 @@ class Dedupe:
             self._expire(now)
         key = hash(message_id) & UNSIGNED
         packed = key.to_bytes(8, "little")
-        table = self._table
-        line = key % self._lines * LINE
-        at = table.find(packed, line, line + TAGS_AT)
+        bucket = key % self._lines
+        line = bucket * LINE
+        at = self._keys.find(packed, line, line + LINE)
         if at >= 0 and self._held(packed, line, at):
             return True
         if self._overflow and key in self._overflow:
@@ -87,11 +87,10 @@ class Dedupe:
         if newest.ids >= self._slice_entries or now - newest.opened >= self._slice_s:
             newest = self._open(now)
         newest.ids += 1
-        free = table.find(FREE, line + TAGS_AT, line + TAGS_AT + SLOTS)
-        if free >= 0:
-            at = line + (free - line - TAGS_AT) * 8
-            table[at:at + 8] = packed
-            table[free] = newest.tag
+        slot = self._tags.find(FREE, bucket * SLOTS, bucket * SLOTS + SLOTS)
+        if slot >= 0:
+            self._keys[slot * 8:slot * 8 + 8] = packed
+            self._tags[slot] = newest.tag
         else:
             self._overflow[key] = newest.tag
         self._count += 1
@@ -103,11 +102,10 @@ class Dedupe:
     def _held(self, packed: bytes, line: int, at: int) -> bool:
         """Whether a match of the key's bytes at ``at`` (or later in the line) is a slot
         in use: a freed slot keeps its old key, and a match could straddle two keys."""
-        table = self._table
         while at >= 0:
-            if not at & 7 and table[line + TAGS_AT + ((at - line) >> 3)]:
+            if not at & 7 and self._tags[at >> 3]:
                 return True
-            at = table.find(packed, at + 1, line + TAGS_AT)
+            at = self._keys.find(packed, at + 1, line + LINE)
         return False
 
     def _expire(self, now: float) -> None:
@@ -146,8 +144,5 @@ class Dedupe:
             self._overflow = {k: t for k, t in self._overflow.items() if t != oldest.tag}
         clear = bytearray(range(256))
         clear[oldest.tag] = 0
-        view = memoryview(self._table)
-        for column in range(TAGS_AT, TAGS_AT + SLOTS):
-            tags = view[column::LINE]
-            tags[:] = tags.tobytes().translate(clear)
+        self._tags[:] = self._tags[:].translate(clear)
         self._due()

@@ -97,33 +97,33 @@ def test_an_id_is_remembered_for_the_window_and_at_most_an_eighth_longer(
 
 def test_a_full_line_loses_no_id_and_its_slots_are_freed_with_their_generation() -> None:
     dedupe = Dedupe(window_s=80, max_entries=1_000)
-    dedupe._lines = 1  # 7 slots for every id: the rest overflow
+    dedupe._lines = 1  # 8 slots for every id: the rest overflow
     for i in range(20):
         assert dedupe.seen(f"a{i}", 0.0) is False
-    assert len(dedupe._overflow) == 13
+    assert len(dedupe._overflow) == 12
     assert all(dedupe.seen(f"a{i}", 50.0) for i in range(20))
     for i in range(20):  # a later generation, while the first is held: all overflow
         assert dedupe.seen(f"b{i}", 50.0) is False
-    assert (len(dedupe), len(dedupe._overflow)) == (40, 33)
-    # the first generation goes once the second opened a window ago: its 7 slots and
-    # 13 overflowed ids are freed, and "c" takes a slot
+    assert (len(dedupe), len(dedupe._overflow)) == (40, 32)
+    # the first generation goes once the second opened a window ago: its 8 slots and
+    # 12 overflowed ids are freed, and "c" takes a slot
     assert dedupe.seen("c", 130.0) is False
     assert (len(dedupe), len(dedupe._overflow)) == (21, 20)
     assert all(not dedupe.seen(f"a{i}", 131.0) for i in range(20))  # recorded afresh
     assert all(dedupe.seen(f"a{i}", 132.0) for i in range(20))
     assert all(dedupe.seen(f"b{i}", 132.0) for i in range(5))  # b: within its window
-    assert (len(dedupe), len(dedupe._overflow)) == (41, 34)  # a: 6 slots, 14 overflow
+    assert (len(dedupe), len(dedupe._overflow)) == (41, 33)  # a: 7 slots, 13 overflow
     assert dedupe.seen("d", 141.0) is False  # b's generation is past window + an eighth
-    assert (len(dedupe), len(dedupe._overflow)) == (22, 15)  # the line is full: "d" too
+    assert (len(dedupe), len(dedupe._overflow)) == (22, 14)  # the line is full: "d" too
 
 
 def test_a_match_across_two_keys_is_not_a_key() -> None:
     dedupe = Dedupe(window_s=80, max_entries=100)
-    table = dedupe._table
-    table[0:16] = bytes(range(1, 17))  # two keys in use, in the first line
-    table[56] = table[57] = 1
+    keys, tags = dedupe._keys, dedupe._tags
+    keys[0:16] = bytes(range(1, 17))  # two keys in use, in the first line
+    tags[0] = tags[1] = 1
     straddling = bytes(range(5, 13))
-    assert dedupe._held(straddling, 0, table.find(straddling, 0, 56)) is False
+    assert dedupe._held(straddling, 0, keys.find(straddling, 0, 64)) is False
     assert dedupe._held(bytes(range(9, 17)), 0, 8) is True
-    table[57] = 0  # a freed slot keeps its key's bytes
+    tags[1] = 0  # a freed slot keeps its key's bytes
     assert dedupe._held(bytes(range(9, 17)), 0, 8) is False
