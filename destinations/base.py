@@ -86,8 +86,10 @@ class Sender(Protocol):
     """A destination that is not an HTTP API (warehouses). One outcome per event.
 
     Optional attributes the engine reads: ``max_concurrency`` (an int: batches it can
-    load at once; the engine caps ``delivery.concurrency`` at it) and ``takes_raw``
-    (``send(events, raws)`` takes the records' own bytes)."""
+    take at once; the engine caps ``delivery.concurrency`` at it), ``takes_raw``
+    (``send(events, raws)`` takes the records' own bytes) and ``withdraw()`` (a sender
+    that queues batches itself takes back those not started when the destination
+    stalls; their ``send`` raises ``router.delivery.gate.Withdrawn``)."""
 
     async def start(self) -> None: ...
 

@@ -2,13 +2,19 @@
 
 Like ``asyncio.Semaphore``, except that ``turn_away()`` answers every batch still waiting
 for a slot with False at once: a stalled destination parks those batches instead of
-holding them (and the router's in-flight budget) until the stall ends.
+holding them (and the router's in-flight budget) until the stall ends. A sender that
+queues a batch of its own (``ProcessSender`` stages the next batch in its child) offers
+``withdraw()``, whose sends then raise ``Withdrawn``: parked the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+
+
+class Withdrawn(Exception):
+    """A batch handed to a sender was taken back before it was sent (``withdraw()``)."""
 
 
 class Gate:

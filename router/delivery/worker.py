@@ -20,7 +20,8 @@ time (a warehouse checkpointing for two seconds, a vendor that stopped answering
 measured speed is from before the stall, so the backlog rule alone would let it take the
 whole budget and pause every destination until the stall ends; and since the budget may
 fill before the stall is seen (then nothing new is flushed), the batches already waiting
-for a send slot are parked as well once it is. With ``ordering: per_user`` a spilled
+for a send slot are parked as well once it is (and so is a batch the sender queued
+itself: ``withdraw()``, see router/delivery/offload.py). With ``ordering: per_user`` a spilled
 batch still waits its lane's turn, so that it parks behind the batch before it (which may
 yet fail and park); a per-user destination's waiting batches are never turned away, so a
 stall of one still holds the budget until it ends.
@@ -47,7 +48,7 @@ from typing import Any
 
 from router.config import DestinationBase
 from router.delivery.circuit import Circuit
-from router.delivery.gate import Gate
+from router.delivery.gate import Gate, Withdrawn
 from router.delivery.ordering import UserOrder, user_of
 from router.delivery.outbox import Outbox
 from router.delivery.outcome import DELIVERED, Delivered, Rejected, Retry
@@ -189,7 +190,8 @@ class Worker:
 
     def _check_stall(self) -> None:
         """While the oldest send is stalled and the destination holds its share of the
-        budget, park the batches waiting for a slot rather than hold them."""
+        budget, park the batches waiting for a slot (or queued in the sender) rather than
+        hold them."""
         self.stall_timer = None
         if not self.stalled():
             self._arm_stall_check()  # that send finished: watch the next oldest
@@ -198,6 +200,9 @@ class Worker:
             self._set_spilling(True, True, self.stats.in_flight)
             for lane in self.lanes:
                 lane.gate.turn_away()
+            withdraw = getattr(self.sender, "withdraw", None)  # its own queued batches
+            if withdraw is not None:
+                withdraw()
         self.stall_timer = asyncio.get_running_loop().call_later(STALL_RECHECK_S,
                                                                  self._check_stall)
 
@@ -276,6 +281,9 @@ class Worker:
                         [env.raw if event is None else None for env, event in pending])
                 else:
                     outcomes = await self.sender.send([event for _, event in pending])
+            except Withdrawn:  # the destination stalled with this batch queued in it
+                await self._spill(pending)
+                return
             finally:
                 self.sending.remove(sent)
             done = time.monotonic()

@@ -4,12 +4,15 @@ isolation, backpressure, partial failures, per-user ordering, drain and replay."
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import duckdb
 import orjson
 import pytest
 from aiohttp import web
@@ -264,6 +267,53 @@ async def test_a_stalled_destination_spills_instead_of_pausing_the_others(
     assert len(stalling.received) == len(want)  # once each: the held batch was not re-sent
 
 
+def steps(n: int, first: int) -> list[dict[str, Any]]:
+    return [{"type": "track", "event": "Step", "userId": f"user-{i % 50}",
+             "messageId": f"m-{i:05d}", "properties": {"i": i}}
+            for i in range(first, first + n)]
+
+
+async def test_a_stopped_duckdb_loader_does_not_pause_the_other_destinations(
+        kafka_bootstrap: str, make_topic: Any, tmp_path: Path) -> None:
+    """DuckDB's loader child stops (SIGSTOP, as a checkpoint of several seconds holds it)
+    with two batches handed to it: it takes one at a time and the next is staged in its
+    queue, out of reach of the engine's gate. Two batches are the whole budget here, so
+    unless the stall withdraws the staged ones (parked, re-driven later) the consumer
+    pauses and the other destination waits for the loader."""
+    topic = await make_topic(partitions=2)
+    warmup, events = steps(300, 0), steps(2000, 300)
+    path = tmp_path / "wh.duckdb"
+    async with WebhookSink() as fast:
+        cfg = config_dict(kafka_bootstrap, topic, [
+            webhook("fast", f"{fast.url}/events"),
+            {"name": "wh", "type": "duckdb", "batch": {"max_events": 200, "max_wait_ms": 20},
+             "delivery": {"concurrency": 4, "stall_s": 0.5},
+             "settings": {"path": str(path), "schema": "s"}}],
+            max_in_flight_events=400, fetch_max_records=100)
+        async with running(cfg) as router:
+            stats = router.stats.destinations["wh"]
+            await produce(kafka_bootstrap, topic, warmup)
+            await eventually(lambda: stats.delivered >= len(warmup), 30)
+            [loader] = router.destinations["wh"].worker.sender.pool._processes
+            os.kill(loader, signal.SIGSTOP)
+            try:
+                await produce(kafka_bootstrap, topic, events)
+                want = {e["messageId"] for e in warmup + events}
+                await fast.wait_for(lambda: set(fast.ids) >= want, 30)
+                assert stats.spilled > 0
+            finally:
+                os.kill(loader, signal.SIGCONT)
+            await eventually(lambda: stats.delivered >= len(want), 90)
+            assert stats.dead_lettered == 0
+            await eventually(lambda: router.tracker.in_flight == 0, 10)
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        assert con.execute('SELECT count(*), count(DISTINCT id) FROM "s".tracks'
+                           ).fetchone() == (len(want), len(want))  # each once
+    finally:
+        con.close()
+
+
 async def test_a_locked_warehouse_table_does_not_pause_the_other_destinations(
         kafka_bootstrap: str, make_topic: Any, postgres_dsn: str) -> None:
     """Someone's long transaction locks the warehouse's table. The PostgreSQL sender loads
@@ -273,11 +323,6 @@ async def test_a_locked_warehouse_table_does_not_pause_the_other_destinations(
     topic = await make_topic(partitions=2)
     schema = f"t_{uuid.uuid4().hex[:10]}"
     tracks = f'"{schema}".tracks'
-
-    def steps(n: int, first: int) -> list[dict[str, Any]]:
-        return [{"type": "track", "event": "Step", "userId": f"user-{i % 50}",
-                 "messageId": f"m-{i:05d}", "properties": {"i": i}}
-                for i in range(first, first + n)]
 
     warmup, events = steps(300, 0), steps(2000, 300)
     async with WebhookSink() as fast:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -11,6 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from router.delivery.gate import Withdrawn
 from router.delivery.offload import ProcessSender
 from router.delivery.outcome import DELIVERED, Outcome, Rejected, Retry
 
@@ -46,9 +50,27 @@ class Probe:
         pass
 
 
+class Slow:
+    """Sleeps ``sleep`` seconds on an event that asks; writes the ids it loaded to
+    ``settings["log"]``, one line per batch."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.log = Path(settings["log"])
+
+    def send_sync(self, events: list[dict[str, Any]]) -> list[Outcome]:
+        time.sleep(max(e.get("sleep", 0) for e in events))
+        with self.log.open("a") as log:
+            log.write(" ".join(str(e["id"]) for e in events) + "\n")
+        return [DELIVERED] * len(events)
+
+    def close_sync(self) -> None:
+        pass
+
+
 def batch_files() -> set[Path]:
-    """The batches handed to a child, as files (removed once their outcomes are back)."""
-    return set(Path(tempfile.gettempdir()).glob("event-router-*.json"))
+    """The batches handed to a child, as files (removed once their outcomes are back),
+    under their name or the child's claim on it."""
+    return set(Path(tempfile.gettempdir()).glob("event-router-*.json*"))
 
 
 async def test_outcomes_come_back_and_a_dead_child_is_replaced() -> None:
@@ -63,6 +85,45 @@ async def test_outcomes_come_back_and_a_dead_child_is_replaced() -> None:
         assert all(isinstance(o, Retry) and "died" in o.reason for o in died)
         assert await sender.send([{"id": 5}]) == [DELIVERED]  # a new child took over
         assert batch_files() <= before  # none left behind, not even the dead child's
+    finally:
+        await sender.close()
+
+
+async def test_a_staged_batch_is_withdrawn_before_the_child_starts_it(tmp_path: Path) -> None:
+    """The child loads one batch while the next waits in its queue; a stall's withdrawal
+    takes that one back at once (it raises Withdrawn, to be parked) and the child never
+    loads it. The batch being loaded cannot be withdrawn."""
+    log = tmp_path / "loaded"
+    sender = ProcessSender(Slow, {"log": str(log)})
+    await sender.start()
+    before = batch_files()
+    try:
+        loading = asyncio.create_task(sender.send([{"id": 1, "sleep": 1.5}]))
+        await asyncio.sleep(0.5)  # the child is on it
+        staged = asyncio.create_task(sender.send([{"id": 2}, {"id": 3}]))
+        await asyncio.sleep(0.2)
+        asked = time.monotonic()
+        assert sender.withdraw() == 1
+        with pytest.raises(Withdrawn):
+            await staged
+        assert time.monotonic() - asked < 0.3 and not loading.done()  # not after the load
+        assert sender.withdraw() == 0  # the loading one is the child's
+        assert await loading == [DELIVERED]
+        assert await sender.send([{"id": 4}]) == [DELIVERED]  # the child skipped 2 and 3
+        assert log.read_text().split("\n") == ["1", "4", ""]
+        assert batch_files() <= before
+    finally:
+        await sender.close()
+
+
+async def test_both_batches_load_when_nothing_is_withdrawn(tmp_path: Path) -> None:
+    log = tmp_path / "loaded"
+    sender = ProcessSender(Slow, {"log": str(log)})
+    try:
+        got = await asyncio.gather(sender.send([{"id": 1, "sleep": 0.3}]),
+                                   sender.send([{"id": 2}]))
+        assert got == [[DELIVERED], [DELIVERED]]
+        assert log.read_text().split("\n") == ["1", "2", ""]
     finally:
         await sender.close()
 
@@ -90,6 +151,9 @@ async def test_the_child_yields_the_cpu_to_the_router() -> None:
 
 PARENT = """
 import asyncio, os, sys, time
+import pytest
+
+from router.delivery.gate import Withdrawn
 from router.delivery.offload import ProcessSender
 from tests.unit.test_offload import Probe
 
