@@ -87,7 +87,9 @@ class Sender(Protocol):
 
     Optional attributes the engine reads: ``max_concurrency`` (an int: batches it can
     take at once; the engine caps ``delivery.concurrency`` at it), ``takes_raw``
-    (``send(events, raws)`` takes the records' own bytes) and ``withdraw()`` (a sender
+    (``send(events, raws)`` takes the records' own bytes), ``serial`` (True: it works
+    one batch at a time and queues the next, so a send's time is counted from the end of
+    the one ahead of it) and ``withdraw()`` (a sender
     that queues batches itself takes back those not started when the destination
     stalls; their ``send`` raises ``router.delivery.gate.Withdrawn``)."""
 

@@ -40,6 +40,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -56,6 +57,7 @@ _loader: Any = None  # the child's instance
 CHILD_NICENESS = 10
 PR_SET_PDEATHSIG = 1  # prctl(2)
 TAKEN = ".taken"  # the child's claim on a batch file: renamed to <name>.taken
+STAGE_WITHIN = 1.5  # queue a batch in the child only while its load runs under 1.5x usual
 
 
 def load_attr(path: str) -> Any:
@@ -110,7 +112,11 @@ class ProcessSender:
         self.pool: ProcessPoolExecutor | None = None
         self.takes_raw = True  # send(events, raws): the records' bytes, not re-serialised
         self.max_concurrency = 2  # one loading, one staged (see the module doc)
+        self.serial = True  # a batch queued here starts when the one ahead of it ends
         self.staged: dict[str, asyncio.Future[None]] = {}  # batch file -> its withdrawal
+        self.loading: asyncio.Future[Any] | None = None  # the call handed to the child last
+        self.busy_since = 0.0  # when the child started the batch it is on (monotonic)
+        self.load_s = 0.0  # the child's usual time per batch (moving average)
         self.on_load: Callable[[str], None] | None = None  # told how each batch loaded
 
     def _pool(self) -> ProcessPoolExecutor:
@@ -133,7 +139,16 @@ class ProcessSender:
             with os.fdopen(fd, "wb") as file:
                 file.write(json_array(events, raws))
             withdrawal = self.staged[path] = loop.create_future()
-            work = loop.run_in_executor(self._pool(), _send, path)
+            ahead = self.loading
+            if ahead is not None and not ahead.done() and not self._stage_behind():
+                # kept here, not in the child's queue, until the load ahead of it ends
+                await asyncio.wait((ahead, withdrawal), return_when=asyncio.FIRST_COMPLETED)
+                if withdrawal.done():
+                    raise Withdrawn(f"{len(events)} events taken back before loading")
+            work = self.loading = loop.run_in_executor(self._pool(), _send, path)
+            if ahead is None or ahead.done():
+                self.busy_since = time.monotonic()
+            work.add_done_callback(self._loaded)
             await asyncio.wait((work, withdrawal), return_when=asyncio.FIRST_COMPLETED)
             if not work.done():  # the child will find no file, and answer None
                 work.add_done_callback(_consume)
@@ -154,6 +169,23 @@ class ProcessSender:
         if load and self.on_load is not None:
             self.on_load(load)
         return outcomes
+
+    def _stage_behind(self) -> bool:
+        """Whether to queue a batch in the child behind the one it is loading: only
+        while that load looks normal (under 1.5x the usual). A load running long may be a
+        stall (a checkpoint), and a batch waiting on it is better kept where the stall's
+        withdrawal costs nothing: in a live stream, where batches do not wait at all
+        unless a load runs long, this keeps the child from being handed a second batch
+        at the start of each stall (twice the events to park when it is seen)."""
+        return bool(self.load_s) and time.monotonic() - self.busy_since < STAGE_WITHIN * self.load_s
+
+    def _loaded(self, work: asyncio.Future[Any]) -> None:
+        """A batch's call ended: time the child's load, and start the clock on the next."""
+        now = time.monotonic()
+        if not work.cancelled() and work.exception() is None and work.result() is not None:
+            took = now - self.busy_since
+            self.load_s = took if not self.load_s else 0.8 * self.load_s + 0.2 * took
+        self.busy_since = now  # a batch queued behind it starts now
 
     def withdraw(self) -> int:
         """Take back every batch the child has not started; how many there were."""

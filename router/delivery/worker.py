@@ -103,6 +103,10 @@ class Worker:
         self.spilling = False
         self.speed: float | None = None  # events/s it can take: batch size / send time
         self.send_s = 0.0  # a send's usual duration (moving average)
+        # a sender that works one batch at a time and queues the next (DuckDB's child):
+        # a queued send starts when the one ahead of it ends, not when it was handed over
+        self.serial = getattr(sender, "serial", False)
+        self.last_done = 0.0  # when the last send ended (monotonic)
         self.sending: list[float] = []  # start times (monotonic) of the sends in progress
         self.stall_timer: asyncio.TimerHandle | None = None  # the next _check_stall
         self.paused = False
@@ -184,7 +188,7 @@ class Worker:
     def _arm_stall_check(self) -> None:
         """One timer per worker, due when the oldest send in progress would be a stall."""
         if self.stall_timer is None and self.sending and self.spill_at is not None:
-            due = min(self.sending) + self.stall_after_s() - time.monotonic()
+            due = self._oldest() + self.stall_after_s() - time.monotonic()
             self.stall_timer = asyncio.get_running_loop().call_later(
                 max(0.0, due) + 0.01, self._check_stall)
 
@@ -208,7 +212,13 @@ class Worker:
 
     def stalled_s(self) -> float:
         """How long the oldest send in progress has been running (0 if none)."""
-        return time.monotonic() - min(self.sending) if self.sending else 0.0
+        return time.monotonic() - self._oldest() if self.sending else 0.0
+
+    def _oldest(self) -> float:
+        """When the oldest send in progress started (for a serial sender: not before the
+        send ahead of it ended)."""
+        oldest = min(self.sending)
+        return max(oldest, self.last_done) if self.serial else oldest
 
     def backlogged(self) -> bool:
         """Well above the spill mark: re-driving now would only spill again."""
@@ -287,10 +297,13 @@ class Worker:
             finally:
                 self.sending.remove(sent)
             done = time.monotonic()
-            speed = len(pending) * self.slots / max(
-                1e-3, done - started)  # rate limits and vendor latency included
+            began = max(sent, self.last_done) if self.serial else started
+            self.last_done = done
+            speed = len(pending) * (1 if self.serial else self.slots) / max(
+                1e-3, done - began)  # rate limits and vendor latency included
             self.speed = speed if self.speed is None else 0.8 * self.speed + 0.2 * speed
-            self.send_s = 0.8 * self.send_s + 0.2 * (done - sent) if self.send_s else done - sent
+            took = done - max(sent, began)
+            self.send_s = 0.8 * self.send_s + 0.2 * took if self.send_s else took
             retry: list[Item] = []
             rejected: list[tuple[Envelope, str]] = []
             delivered = 0

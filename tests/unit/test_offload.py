@@ -90,27 +90,37 @@ async def test_outcomes_come_back_and_a_dead_child_is_replaced() -> None:
 
 
 async def test_a_staged_batch_is_withdrawn_before_the_child_starts_it(tmp_path: Path) -> None:
-    """The child loads one batch while the next waits in its queue; a stall's withdrawal
-    takes that one back at once (it raises Withdrawn, to be parked) and the child never
-    loads it. The batch being loaded cannot be withdrawn."""
+    """The child loads one batch while the next waits in its queue, but only while the
+    load ahead runs under 1.5x its usual time; a batch sent later is kept in the router.
+    A stall's withdrawal takes back both at once (they raise Withdrawn, to be parked)
+    and the child loads neither. The batch being loaded cannot be withdrawn."""
     log = tmp_path / "loaded"
     sender = ProcessSender(Slow, {"log": str(log)})
     await sender.start()
     before = batch_files()
     try:
+        assert await sender.send([{"id": 0, "sleep": 0.2}]) == [DELIVERED]  # usual: ~0.2 s
         loading = asyncio.create_task(sender.send([{"id": 1, "sleep": 1.5}]))
-        await asyncio.sleep(0.5)  # the child is on it
+        await asyncio.sleep(0.05)
+        first = sender.loading
         staged = asyncio.create_task(sender.send([{"id": 2}, {"id": 3}]))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.05)  # 0.1 s into a ~0.2 s load: queued in the child
+        second = sender.loading
+        assert second is not first
+        await asyncio.sleep(0.4)  # 0.5 s into it: no longer a usual load
+        held = asyncio.create_task(sender.send([{"id": 5}]))
+        await asyncio.sleep(0.05)
+        assert sender.loading is second  # kept in the router
         asked = time.monotonic()
-        assert sender.withdraw() == 1
-        with pytest.raises(Withdrawn):
-            await staged
+        assert sender.withdraw() == 2
+        for task in (staged, held):
+            with pytest.raises(Withdrawn):
+                await task
         assert time.monotonic() - asked < 0.3 and not loading.done()  # not after the load
         assert sender.withdraw() == 0  # the loading one is the child's
         assert await loading == [DELIVERED]
         assert await sender.send([{"id": 4}]) == [DELIVERED]  # the child skipped 2 and 3
-        assert log.read_text().split("\n") == ["1", "4", ""]
+        assert log.read_text().split("\n") == ["0", "1", "4", ""]
         assert batch_files() <= before
     finally:
         await sender.close()
