@@ -21,12 +21,15 @@ itself; with ``last_load`` saying how it loaded, passed to ``on_load``) and
 
 Two batches at a time: one loading, and the next *staged* in the child's queue, so that
 the child goes straight on to it instead of idling through a round trip to the router
-(the loader busy 84% of the bench's run instead of 74%: +17% events/s with DuckDB). A
-staged batch is out of the engine's reach, so ``withdraw()`` takes it back: the child
-claims a batch by renaming its file, the router withdraws one by deleting it, and
-whichever comes first wins. A withdrawn send raises ``Withdrawn`` at once; the worker
-parks its batch as it parks the batches turned away at its gate when the destination
-stalls (a checkpoint of several seconds must not hold the staged batch's events too).
+(busy ~82% of the bench's run with DuckDB instead of ~75%; +12-26% events/s in
+alternating runs). Only while the load ahead looks normal (under 1.5x its usual time):
+otherwise the next batch waits here, since a load running long may be a stall. A staged
+batch is out of the engine's reach, so ``withdraw()`` takes it back, and one waiting
+here too: the child claims a batch by renaming its file, the router withdraws one by
+deleting it, and whichever comes first wins. A withdrawn send raises ``Withdrawn`` at
+once; the worker parks its batch as it parks the batches turned away at its gate when
+the destination stalls (a checkpoint of several seconds must not hold them too). The
+sender is ``serial``: the worker times a queued send from the end of the one ahead.
 """
 
 from __future__ import annotations

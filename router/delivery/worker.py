@@ -297,13 +297,13 @@ class Worker:
             finally:
                 self.sending.remove(sent)
             done = time.monotonic()
-            began = max(sent, self.last_done) if self.serial else started
-            self.last_done = done
+            if self.serial:  # one at a time: it began when the send ahead of it ended
+                started = sent = max(sent, self.last_done)
+                self.last_done = done
             speed = len(pending) * (1 if self.serial else self.slots) / max(
-                1e-3, done - began)  # rate limits and vendor latency included
+                1e-3, done - started)  # rate limits and vendor latency included
             self.speed = speed if self.speed is None else 0.8 * self.speed + 0.2 * speed
-            took = done - max(sent, began)
-            self.send_s = 0.8 * self.send_s + 0.2 * took if self.send_s else took
+            self.send_s = 0.8 * self.send_s + 0.2 * (done - sent) if self.send_s else done - sent
             retry: list[Item] = []
             rejected: list[tuple[Envelope, str]] = []
             delivered = 0
