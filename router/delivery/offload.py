@@ -137,6 +137,7 @@ class ProcessSender:
                    ) -> list[Outcome]:
         """The batch's outcomes; raises ``Withdrawn`` if ``withdraw()`` took it back."""
         loop = asyncio.get_running_loop()
+        withdrawn = Withdrawn(f"{len(events)} events taken back before loading")
         fd, path = tempfile.mkstemp(prefix="event-router-", suffix=".json")
         try:
             with os.fdopen(fd, "wb") as file:
@@ -147,7 +148,7 @@ class ProcessSender:
                 # kept here, not in the child's queue, until the load ahead of it ends
                 await asyncio.wait((ahead, withdrawal), return_when=asyncio.FIRST_COMPLETED)
                 if withdrawal.done():
-                    raise Withdrawn(f"{len(events)} events taken back before loading")
+                    raise withdrawn
             work = self.loading = loop.run_in_executor(self._pool(), _send, path)
             if ahead is None or ahead.done():
                 self.busy_since = time.monotonic()
@@ -155,7 +156,7 @@ class ProcessSender:
             await asyncio.wait((work, withdrawal), return_when=asyncio.FIRST_COMPLETED)
             if not work.done():  # the child will find no file, and answer None
                 work.add_done_callback(_consume)
-                raise Withdrawn(f"{len(events)} events taken back before loading")
+                raise withdrawn
             try:
                 done = work.result()
             except BrokenProcessPool as exc:
@@ -167,7 +168,7 @@ class ProcessSender:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name)
         if done is None:  # withdrawn just as the child answered
-            raise Withdrawn(f"{len(events)} events taken back before loading")
+            raise withdrawn
         outcomes, load = done
         if load and self.on_load is not None:
             self.on_load(load)

@@ -17,8 +17,8 @@ memory (pages are only taken as ids arrive), sized for twice ``max_entries``. A 
 a 64-byte line (one CPU cache line) of 8 keys; their 8 generation tags (0: free) are 8
 bytes of a second map. A lookup is one C-speed ``find`` of the key's bytes within its
 line and an insert one ``find`` of a free tag; dropping a generation frees its slots with
-one ``translate`` of the tags (~2 ms at a million ``max_entries``). About 19 bytes per id
-at ``max_entries`` (a set of Python ints cost ~69), and ~0.4 µs more per call. A key whose
+one ``translate`` of the tags (~3 ms at a million ``max_entries``). About 19 bytes per id
+at ``max_entries`` (a set of Python ints cost ~69), and ~0.5 µs more per call. A key whose
 line is full (at half load, about 0.5% of them) is kept in a dict with its generation,
 so no id is ever forgotten early. Two ids colliding among a million has a chance of
 about 1 in 3·10^7; the cost would be one wrongly dropped event.
@@ -45,6 +45,9 @@ class Generation:
         self.ids = 0  # its keys, in the table or overflowed
 
 
+CLOSED = Generation(-float("inf"), 0)  # no generation open: the next id opens one
+
+
 class Dedupe:
     GENERATIONS = 8
 
@@ -61,7 +64,7 @@ class Dedupe:
         self._tags = mmap.mmap(-1, self._lines * SLOTS)  # a slot's generation; 0: free
         self._overflow: dict[int, int] = {}  # key -> tag, for keys whose line was full
         self._generations: deque[Generation] = deque()
-        self._newest = Generation(-float("inf"), 0)  # a closed placeholder
+        self._newest = CLOSED
         self._expires_at = float("inf")  # when the oldest generation is due to go
         self._next_tag = 1
         self._count = 0
@@ -72,8 +75,8 @@ class Dedupe:
     def seen(self, message_id: str, now: float) -> bool:
         """True if ``message_id`` was first seen less than ``window_s`` ago (or up to an
         eighth of it more); else record it as seen ``now``."""
-        if now >= self._expires_at:
-            self._expire(now)
+        while now >= self._expires_at:  # drops the oldest, and computes the next due time
+            self._drop_oldest()
         key = hash(message_id) & UNSIGNED
         packed = key.to_bytes(8, "little")
         bucket = key % self._lines
@@ -108,15 +111,10 @@ class Dedupe:
             at = self._keys.find(packed, at + 1, line + LINE)
         return False
 
-    def _expire(self, now: float) -> None:
-        # A generation's ids were first seen before the next one opened, and within an
-        # eighth of the window after it opened itself.
-        generations = self._generations
-        while generations and (now - generations[0].opened >= self._horizon_s or (
-                len(generations) > 1 and now - generations[1].opened >= self.window_s)):
-            self._drop_oldest()
-
     def _due(self) -> None:
+        """When the oldest generation goes: once the next one opened ``window_s`` ago, or it
+        opened itself an eighth more ago (a generation's ids were first seen before the
+        next one opened, and within an eighth of the window after it opened itself)."""
         generations = self._generations
         if not generations:
             self._expires_at = float("inf")
@@ -138,7 +136,7 @@ class Dedupe:
     def _drop_oldest(self) -> None:
         oldest = self._generations.popleft()
         if oldest is self._newest:
-            self._newest = Generation(-float("inf"), 0)
+            self._newest = CLOSED
         self._count -= oldest.ids
         if self._overflow:
             self._overflow = {k: t for k, t in self._overflow.items() if t != oldest.tag}

@@ -100,23 +100,22 @@ async def test_a_staged_batch_is_withdrawn_before_the_child_starts_it(tmp_path: 
     before = batch_files()
     try:
         assert await sender.send([{"id": 0, "sleep": 0.2}]) == [DELIVERED]  # usual: ~0.2 s
-        loading = asyncio.create_task(sender.send([{"id": 1, "sleep": 1.5}]))
+        loading = asyncio.create_task(sender.send([{"id": 1, "sleep": 3.0}]))
         await asyncio.sleep(0.05)
         first = sender.loading
         staged = asyncio.create_task(sender.send([{"id": 2}, {"id": 3}]))
-        await asyncio.sleep(0.05)  # 0.1 s into a ~0.2 s load: queued in the child
+        await asyncio.sleep(0.05)  # well within a usual load: queued in the child
         second = sender.loading
         assert second is not first
-        await asyncio.sleep(0.4)  # 0.5 s into it: no longer a usual load
+        await asyncio.sleep(1.0)  # several usual loads long: this one may be a stall
         held = asyncio.create_task(sender.send([{"id": 5}]))
         await asyncio.sleep(0.05)
         assert sender.loading is second  # kept in the router
-        asked = time.monotonic()
         assert sender.withdraw() == 2
         for task in (staged, held):
             with pytest.raises(Withdrawn):
                 await task
-        assert time.monotonic() - asked < 0.3 and not loading.done()  # not after the load
+        assert not loading.done()  # taken back at once, not when the load ended
         assert sender.withdraw() == 0  # the loading one is the child's
         assert await loading == [DELIVERED]
         assert await sender.send([{"id": 4}]) == [DELIVERED]  # the child skipped 2 and 3
