@@ -6,7 +6,7 @@ Built from the batch's *structure*, not its events. One query over the batch's J
 this module maps that to the tables' columns exactly as ``router.warehouse.event_rows``
 names them (``flatten``'s names, reserved names dropped, arrays as JSON text), each with
 the SQL of its value and the JSON type of its values. ``duckdb_set`` then types the batch
-and fills each table with one ``INSERT ... SELECT`` (``users``: one ``MERGE``): no Python
+and fills each table with one ``INSERT ... SELECT`` (``users``: ``upsert_users``): no Python
 per event.
 
 It plans only batches that need no judgement per value: every column exists, and every

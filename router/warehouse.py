@@ -469,7 +469,7 @@ def insert_sql(ns: str, table: str, columns: list[str], source: str,
     a newer identify's non-null values win; an older one (or the same one delivered
     again) only fills nulls, so a redelivery changes nothing. With ``on_conflict`` false
     (a table without a primary key, whose ``source`` leaves loaded ids out itself), a
-    plain insert; such a ``users`` table needs ``merge_users_sql``."""
+    plain insert; such a ``users`` table needs its own upsert (DuckDB's: duckdb_set)."""
     names = ", ".join(quote(c) for c in columns)
     if not on_conflict:
         return f"INSERT INTO {ns}.{quote(table)} ({names}) {source}"
@@ -479,33 +479,27 @@ def insert_sql(ns: str, table: str, columns: list[str], source: str,
     return head + "UPDATE SET " + _user_updates(columns)
 
 
-def merge_users_sql(ns: str, columns: list[str], source: str) -> str:
-    """The ``users`` upsert of ``insert_sql`` as a ``MERGE`` on ``id``, for a table
-    without a unique index (DuckDB keeps an index wholly in memory: one on ``users.id``
-    failed every load past ~865k distinct user ids at a 128 MB memory limit)."""
-    names = ", ".join(quote(c) for c in columns)
-    values = ", ".join(f"excluded.{quote(c)}" for c in columns)
-    users = quote("users")
-    return (f"MERGE INTO {ns}.{users} AS {users} USING ({source}) AS excluded "
-            f"ON {users}.id = excluded.id "
-            f"WHEN MATCHED THEN UPDATE SET {_user_updates(columns)} "
-            f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})")
-
-
-def _user_updates(columns: list[str]) -> str:
-    """``SET`` of an upsert of ``users`` (the row as ``"users"``, the new one as
-    ``excluded``): the newer identify's non-null values win, the latest timestamp stays."""
-    target, new = quote("users"), "excluded"
+def user_values(columns: list[str], target: str, new: str) -> list[tuple[str, str]]:
+    """Each column's value when ``users`` is upserted (the stored row as ``target``, the
+    new one as ``new``; none stored: ``target``'s columns are null): the newer identify's
+    non-null values win, the latest timestamp stays."""
     ts = quote("timestamp")
     newer = f"{new}.{ts} > {target}.{ts}"
-    sets = [f"{ts} = GREATEST({target}.{ts}, {new}.{ts})"]
+    values = [("timestamp", f"GREATEST({target}.{ts}, {new}.{ts})")]
     for c in columns:
         if c in ("id", "timestamp"):
             continue
         q = quote(c)
-        sets.append(f"{q} = CASE WHEN {newer} THEN COALESCE({new}.{q}, {target}.{q}) "
-                    f"ELSE COALESCE({target}.{q}, {new}.{q}) END")
-    return ", ".join(sets)
+        values.append((c, f"CASE WHEN {newer} THEN COALESCE({new}.{q}, {target}.{q}) "
+                          f"ELSE COALESCE({target}.{q}, {new}.{q}) END"))
+    return values
+
+
+def _user_updates(columns: list[str]) -> str:
+    """``SET`` of an upsert of ``users`` (the row as ``"users"``, the new one as
+    ``excluded``): ``user_values``."""
+    return ", ".join(f"{quote(c)} = {value}"
+                     for c, value in user_values(columns, quote("users"), "excluded"))
 
 
 def ddl(ns: str, table: str, exists: bool, change: Change,

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from destinations.duckdb_load import DuckDBSender
-from destinations.duckdb_set import RANGES, rows_within
+from destinations.duckdb_set import RANGES, rows_within, transaction, upsert_users
 from destinations.duckdb_wh import CONNECTOR, Settings
 from router.delivery.outcome import DELIVERED, Rejected, Retry
 from tests.destinations.samples import FULL, MINIMAL
@@ -186,7 +186,7 @@ async def test_users_upsert_keeps_the_latest_traits(sender: DuckDBSender, query:
 
 
 async def test_a_users_table_made_with_a_primary_key_still_upserts(path: Path) -> None:
-    """Files from before users lost its key: the MERGE works on them too."""
+    """Files from before users lost its key: the upsert works on them too."""
     path.parent.mkdir(parents=True)
     with duckdb.connect(str(path)) as con:
         con.execute("CREATE SCHEMA shop")
@@ -203,6 +203,57 @@ async def test_a_users_table_made_with_a_primary_key_still_upserts(path: Path) -
             ("u-1", "team")]
     finally:
         await sender.close()
+
+
+@pytest.mark.parametrize("by_sql", [True, False])
+async def test_users_upsert_touches_only_the_batch_users(sender: DuckDBSender, query: Query,
+                                                        by_sql: bool) -> None:
+    """Stored rows are re-inserted merged (not updated in place): the users of the batch
+    keep the columns it does not carry, everybody else is left as they were, and nothing
+    of the upsert's own stays behind."""
+    await sender.send([identify("i0", "2026-11-20T10:00:00Z", plan="pro", email="a@x",
+                                phone="0", company="acme")])
+    assert sender.con is not None
+    sender.con.execute(  # 2,000 other users, spread around u-1, with a column of their own
+        "INSERT INTO shop.users BY NAME SELECT 'other-' || i AS id, "
+        "TIMESTAMPTZ '2026-11-01 00:00:00Z' AS timestamp, 'free' AS plan, "
+        "'o' || i || '@x' AS email, 'c' || i AS company FROM range(2000) AS t(i)")
+    stored = "SELECT id, CAST(timestamp AS VARCHAR), plan, email, company FROM shop.users "
+    others = query(stored + "WHERE id <> 'u-1' ORDER BY id")
+    newer = {**identify("i1", "2026-11-21T10:00:00Z", plan="team", phone="1"), "userId": "u-1"}
+    new = {**identify("i2", "2026-11-21T10:00:00Z", plan="team"), "userId": "u-2"}
+    older = {**identify("i3", "2026-10-01T10:00:00Z", plan="x", email="old@x", phone="9"),
+             "userId": "other-7"}
+    batch = [newer, new, older]
+    outcomes = (await sender.send(batch) if by_sql else sender.send_sync(batch))
+    assert outcomes == [DELIVERED] * 3
+    if by_sql:
+        assert sender.last_load == "sql"
+    users = "SELECT plan, email, phone, company FROM shop.users WHERE id = "
+    assert query(users + "'u-1'") == [("team", "a@x", "1", "acme")]  # newer: its values
+    # win; the email it lacks stays, and so does the company no event of the batch has
+    assert query(users + "'u-2'") == [("team", None, None, None)]
+    assert query(users + "'other-7'") == [("free", "o7@x", "9", "c7")]  # older: fills gaps
+    after = query(stored + "WHERE id NOT IN ('u-1', 'u-2', 'other-7') ORDER BY id")
+    assert after == [row for row in others if row[0] != "other-7"]
+    assert query("SELECT count(*), count(DISTINCT id) FROM shop.users") == [(2002, 2002)]
+    assert query("SELECT table_name FROM duckdb_tables() WHERE temporary") == []
+
+
+async def test_a_failed_users_upsert_keeps_the_stored_rows(sender: DuckDBSender,
+                                                           query: Query) -> None:
+    """The stored rows are deleted before the merged ones go in: a batch that fails after
+    that rolls back with its transaction, and the users are as they were."""
+    await sender.send([identify("i0", "2026-11-20T10:00:00Z", plan="pro", logins=3)])
+    assert columns(query, "users")["logins"] == "BIGINT"
+    before = query("SELECT COLUMNS(*)::VARCHAR FROM shop.users")
+    assert sender.con is not None
+    # the SQL load reads integers as HUGEINT: one over BIGINT's range fails the insert
+    source = ("SELECT 'u-1' AS id, TIMESTAMPTZ '2026-11-22 00:00:00Z' AS timestamp, "
+              "CAST(2 AS HUGEINT) ** 70 AS logins")
+    with pytest.raises(duckdb.ConversionException), transaction(sender.con):
+        upsert_users(sender.con, sender.ns, ["id", "timestamp", "logins"], source)
+    assert query("SELECT COLUMNS(*)::VARCHAR FROM shop.users") == before
 
 
 async def test_a_row_duckdb_refuses_rejects_only_that_event(path: Path) -> None:
