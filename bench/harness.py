@@ -87,12 +87,12 @@ def free_port() -> int:
 
 
 def warehouse_type(choice: str) -> str:
-    from destinations import REGISTRY
+    from destinations.registry import REGISTRY
 
     if choice == "auto":
         return "duckdb" if "duckdb" in REGISTRY else "webhook"
     if choice == "duckdb" and "duckdb" not in REGISTRY:
-        raise SystemExit("the duckdb connector is not in destinations.REGISTRY yet")
+        raise SystemExit("the duckdb connector is not in destinations.registry.REGISTRY yet")
     return choice
 
 

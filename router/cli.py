@@ -10,14 +10,16 @@ from typing import Any
 import click
 import orjson
 
-from router.config import ConfigError, load
-
 CONFIG_OPTION = click.option("-c", "--config", "config_path", default="config/router.yaml",
                              show_default=True, type=click.Path(dir_okay=False),
                              help="The router's YAML config.")
 
 
 def _load(config_path: str) -> Any:
+    # here, not at the top: a child process (DuckDB's loader) imports this module as its
+    # __main__, and the config would bring in every connector
+    from router.config import ConfigError, load
+
     try:
         return load(config_path)
     except ConfigError as exc:

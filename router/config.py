@@ -24,8 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from destinations import REGISTRY
 from destinations.base import Connector
+from destinations.registry import REGISTRY
 from router import configfile
 from router.configfile import ConfigError, dotted
 from router.stages.fql import FQLSyntaxError, compile_fql

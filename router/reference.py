@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from destinations import REGISTRY
+from destinations.registry import REGISTRY
 from router.config import (
     BatchConfig,
     DedupeConfig,

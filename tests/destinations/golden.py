@@ -30,8 +30,8 @@ from typing import Any
 
 import orjson
 
-from destinations import REGISTRY
 from destinations.base import Connector, Encoded, Event
+from destinations.registry import REGISTRY
 from router.config import load
 from tests.destinations.samples import FULL, MINIMAL
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from destinations import REGISTRY
 from destinations.base import Connector, ConnectorSettings, Event, Request, Response, classify_http
+from destinations.registry import REGISTRY
 from router.config import load
 from router.delivery.outcome import Delivered, Outcome, Partial, Rejected, Retry, Split
 from tests.destinations import golden

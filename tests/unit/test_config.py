@@ -100,7 +100,7 @@ def test_every_example_config_validates() -> None:
 
 
 def test_schema_lists_every_connector() -> None:
-    from destinations import REGISTRY
+    from destinations.registry import REGISTRY
     from router.config import json_schema
 
     text = str(json_schema())

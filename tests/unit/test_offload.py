@@ -194,3 +194,17 @@ def test_the_child_dies_with_a_killed_router() -> None:
             f"/proc/{child}/stat").read_text().split(")")[-1][:3], "the loader outlived it"
     finally:
         parent.kill()
+
+
+def test_the_duckdb_child_imports_no_connector_but_its_own() -> None:
+    """What the loader child imports: the parent's __main__ (the CLI, for a router run)
+    and the loader. Neither may bring in the other connectors (aiohttp and all: ~15 MB
+    of the child's memory for nothing)."""
+    code = ("import sys, router.cli, destinations.duckdb_load; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith("
+            "('aiohttp', 'aiokafka', 'router.config', 'destinations.')))))")
+    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                            text=True).stdout.split()
+    assert loaded == ["destinations.base", "destinations.duckdb_load",
+                      "destinations.duckdb_plan", "destinations.duckdb_set",
+                      "destinations.duckdb_wh"]
