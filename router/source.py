@@ -6,8 +6,8 @@ for its retry topic (records → ``RetryDriver.intake``). Each has its own ``Tra
 - fetch with ``getmany`` (batches, never a task per record);
 - commit the settled watermark every ``commit_interval_ms``, on revoke and at stop;
 - backpressure: above ``max_in_flight`` pause every assigned partition, resume below
-  half of it; keep polling meanwhile (heartbeats, no max-poll-interval violation);
-  re-apply the pause after a rebalance.
+  three quarters of it (docs/architecture.md); keep polling meanwhile (heartbeats, no
+  max-poll-interval violation); re-apply the pause after a rebalance.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Source(ConsumerRebalanceListener):  # type: ignore[misc]
         self.handler = handler
         self.tracker = tracker
         self.max_in_flight = max_in_flight
-        self.low_water = max_in_flight // 2
+        self.low_water = max_in_flight * 3 // 4  # not half: see docs/architecture.md
         self.commit_interval_s = commit_interval_ms / 1000
         self.max_records = max_records
         self.name = name
