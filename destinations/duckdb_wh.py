@@ -48,7 +48,7 @@ CONNECTOR = Connector(
     name="duckdb",
     display_name="DuckDB",
     settings=Settings,
-    limits=Limits(max_events=8000, max_bytes=8_000_000, max_wait_ms=10_000),
+    limits=Limits(max_events=5000, max_bytes=20_000_000, max_wait_ms=10_000),
     sender=lambda settings: (ProcessSender(LOADER, settings) if settings.own_process
                              else load_attr(LOADER)(settings)),
     docs="""An embedded DuckDB file with Segment's warehouse schema — the same tables,

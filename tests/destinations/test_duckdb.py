@@ -59,10 +59,7 @@ def columns(query: Query, table: str) -> dict[str, str]:
 def test_connector_declaration() -> None:
     assert (CONNECTOR.name, CONNECTOR.display_name) == ("duckdb", "DuckDB")
     assert CONNECTOR.sender is not None and CONNECTOR.encode is None
-    assert (CONNECTOR.limits.max_events, CONNECTOR.limits.max_wait_ms) == (8000, 10_000)
-    # a default batch (its bytes, and the fetch chunk that may overshoot them) is one the
-    # SQL load takes at the default memory limit
-    assert CONNECTOR.limits.max_bytes + 1_000_000 < DuckDBSender(Settings()).set_max_bytes
+    assert (CONNECTOR.limits.max_events, CONNECTOR.limits.max_wait_ms) == (5000, 10_000)
     assert Settings().path == "data/events.duckdb" and Settings().schema_name == "events"
 
 
