@@ -26,6 +26,7 @@ import orjson
 
 from destinations.duckdb_load import DuckDBSender
 from destinations.duckdb_wh import Settings
+from router.delivery.outcome import DELIVERED
 from router.demo import generate
 
 BATCH = 5000
@@ -36,7 +37,7 @@ def measure(directory: Path, size: int, batches: int, rows: bool) -> dict[str, A
     sender = DuckDBSender(Settings(path=str(directory / f"users-{size}.duckdb")))
     events = list(generate(BATCH * (batches + 1), seed=size + 1))
     chunks = [events[i:i + BATCH] for i in range(0, len(events), BATCH)]
-    assert all(o.__class__.__name__ == "Delivered" for o in sender.send_sync(chunks[0]))
+    assert sender.send_sync(chunks[0]) == [DELIVERED] * len(chunks[0])
     con = sender.con
     assert con is not None
     if size > DEMO_USERS:  # other users, with every column the demo's identifies give;
@@ -62,7 +63,7 @@ def measure(directory: Path, size: int, batches: int, rows: bool) -> dict[str, A
         times.append(time.perf_counter() - t0)
         cpu += time.process_time() - c0
         loads.append("rows" if rows else sender.last_load)
-        assert all(o.__class__.__name__ == "Delivered" for o in outcomes)
+        assert outcomes == [DELIVERED] * len(chunk)
     [(count,)] = con.execute(f"SELECT count(*) FROM {sender.ns}.users").fetchall()
     sender.close_sync()
     return {"users": count, "path": "rows" if rows else "sql",
