@@ -2,7 +2,7 @@
 a time, in a child process by default. A batch whose columns exist with types that fit is
 loaded by SQL alone (``duckdb_set``); any other row by row: DDL as needed, then per table
 one ``INSERT ... SELECT ... FROM read_json(<file of rows>)`` leaving out loaded ids
-(``users``: ``duckdb_set.upsert_users``). A data error bisects the batch to reject only
+(``users``: ``duckdb_users.upsert_users``). A data error bisects the batch to reject only
 its culprits."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import orjson
 from destinations import duckdb_set
 from destinations.base import Event
 from destinations.duckdb_plan import Unsupported
-from destinations.duckdb_set import rows_within, transaction, upsert_users
+from destinations.duckdb_set import rows_within, transaction
+from destinations.duckdb_users import upsert_users
 from destinations.duckdb_wh import Settings
 from router.delivery.outcome import Outcome
 from router.events import json_array

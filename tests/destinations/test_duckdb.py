@@ -11,7 +11,8 @@ import duckdb
 import pytest
 
 from destinations.duckdb_load import DuckDBSender
-from destinations.duckdb_set import RANGES, rows_within, transaction, upsert_users
+from destinations.duckdb_set import RANGES, rows_within, transaction
+from destinations.duckdb_users import upsert_users
 from destinations.duckdb_wh import CONNECTOR, Settings
 from router.delivery.outcome import DELIVERED, Rejected, Retry
 from tests.destinations.samples import FULL, MINIMAL

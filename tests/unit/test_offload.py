@@ -207,4 +207,4 @@ def test_the_duckdb_child_imports_no_connector_but_its_own() -> None:
                             text=True).stdout.split()
     assert loaded == ["destinations.base", "destinations.duckdb_load",
                       "destinations.duckdb_plan", "destinations.duckdb_set",
-                      "destinations.duckdb_wh"]
+                      "destinations.duckdb_users", "destinations.duckdb_wh"]
