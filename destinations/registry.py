@@ -1,7 +1,7 @@
 """The destinations registry: explicit, no scanning. `type:` in config selects one.
 
 Not in the package's ``__init__``: the DuckDB loader's child process imports
-``destinations.duckdb_load`` and must not import every connector (aiohttp and all, ~25 MB)
+``destinations.duckdb_load`` and must not import every connector (aiohttp and all, ~15 MB)
 on the way."""
 
 from __future__ import annotations

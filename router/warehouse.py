@@ -469,7 +469,7 @@ def insert_sql(ns: str, table: str, columns: list[str], source: str,
     a newer identify's non-null values win; an older one (or the same one delivered
     again) only fills nulls, so a redelivery changes nothing. With ``on_conflict`` false
     (a table without a primary key, whose ``source`` leaves loaded ids out itself), a
-    plain insert; such a ``users`` table needs its own upsert (DuckDB's: duckdb_set)."""
+    plain insert; such a ``users`` table needs its own upsert (DuckDB's: duckdb_users)."""
     names = ", ".join(quote(c) for c in columns)
     if not on_conflict:
         return f"INSERT INTO {ns}.{quote(table)} ({names}) {source}"
