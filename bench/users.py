@@ -54,7 +54,7 @@ def measure(directory: Path, size: int, batches: int, rows: bool) -> dict[str, A
                     f"FROM range({size}) AS t(i)")
         con.execute("CHECKPOINT")
     times: list[float] = []
-    loads: list[str] = []
+    loads: list[str] = []  # how each batch given to the SQL load was loaded in the end
     cpu = 0.0
     for chunk in chunks[1:]:
         payload = orjson.dumps(chunk)
@@ -62,12 +62,13 @@ def measure(directory: Path, size: int, batches: int, rows: bool) -> dict[str, A
         outcomes = sender.send_sync(chunk) if rows else sender.send_json(payload)
         times.append(time.perf_counter() - t0)
         cpu += time.process_time() - c0
-        loads.append("rows" if rows else sender.last_load)
+        if not rows:
+            loads.append(sender.last_load)
         assert outcomes == [DELIVERED] * len(chunk)
     [(count,)] = con.execute(f"SELECT count(*) FROM {sender.ns}.users").fetchall()
     sender.close_sync()
     return {"users": count, "path": "rows" if rows else "sql",
-            "loads": {kind: loads.count(kind) for kind in set(loads)},
+            **({} if rows else {"loads": {kind: loads.count(kind) for kind in set(loads)}}),
             "median_batch_ms": round(statistics.median(times) * 1000, 1),
             "max_batch_ms": round(max(times) * 1000, 1),
             "cpu_us_per_event": round(cpu / (BATCH * batches) * 1e6, 1)}

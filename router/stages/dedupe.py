@@ -97,9 +97,8 @@ class Dedupe:
         else:
             self._overflow[key] = newest.tag
         self._count += 1
-        if self._count > self.max_entries:
-            while self._count > self.max_entries and len(self._generations) > 1:
-                self._drop_oldest()
+        while self._count > self.max_entries and len(self._generations) > 1:
+            self._drop_oldest()
         return False
 
     def _held(self, packed: bytes, line: int, at: int) -> bool:
