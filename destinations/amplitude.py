@@ -19,6 +19,7 @@ from destinations.base import (
     Request,
     Response,
     classify_http,
+    compact_json,
     retry_after_s,
 )
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Retry, Split
@@ -147,25 +148,36 @@ def _context_fields(ctx: dict[str, Any], device: dict[str, Any], out: dict[str, 
         out["library"] = f"{library_name}/{library.get('version', '')}".rstrip("/")
 
 
-def encode(events: list[Event], settings: Settings) -> Encoded:
+def prepare(event: Event, settings: Settings) -> bytes | str:
+    """One event's Amplitude JSON (as it goes in the request's `events`), or why not."""
+    result = convert(event, settings)
+    return result if type(result) is str else compact_json(result)
+
+
+def encode_prepared(prepared: list[bytes | str], settings: Settings) -> Encoded:
     encoded = Encoded()
-    native: list[dict[str, Any]] = []
+    jsons: list[bytes] = []
     positions: list[int] = []
-    for i, event in enumerate(events):
-        result = convert(event, settings)
-        if isinstance(result, str):
-            encoded.rejected[i] = result
+    for i, item in enumerate(prepared):
+        if type(item) is str:
+            encoded.rejected[i] = item
         else:
-            native.append(result)
+            jsons.append(item)  # type: ignore[arg-type]
             positions.append(i)
-    if native:
-        body: dict[str, Any] = {"api_key": settings.api_key.get_secret_value(), "events": native}
+    if jsons:
+        body = [b'{"api_key":', orjson.dumps(settings.api_key.get_secret_value()),
+                b',"events":[', b",".join(jsons), b"]"]
         if settings.min_id_length is not None:
-            body["options"] = {"min_id_length": settings.min_id_length}
+            body += [b',"options":', orjson.dumps({"min_id_length": settings.min_id_length})]
+        body.append(b"}")
         headers = {"Content-Type": "application/json"}
         url = settings.endpoint or ENDPOINTS[settings.region]
-        encoded.requests.append(Request(url, orjson.dumps(body), positions, headers))
+        encoded.requests.append(Request(url, b"".join(body), positions, headers))
     return encoded
+
+
+def encode(events: list[Event], settings: Settings) -> Encoded:
+    return encode_prepared([prepare(event, settings) for event in events], settings)
 
 
 def classify(response: Response, request: Request) -> Outcome:
@@ -231,6 +243,8 @@ CONNECTOR = Connector(
     settings=Settings,
     limits=Limits(max_events=2000, max_bytes=1_000_000),
     encode=encode,
+    prepare=prepare,
+    encode_prepared=encode_prepared,
     classify=classify,
     docs="""\
 **Identity.** `user_id` = `userId`; `device_id` = `context.device.id`, else `anonymousId`

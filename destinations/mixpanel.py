@@ -24,6 +24,7 @@ from destinations.base import (
     Request,
     Response,
     classify_http,
+    compact_json,
 )
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Split
 from router.events import time_ms
@@ -154,26 +155,43 @@ def import_auth(settings: Settings) -> tuple[str, str]:
     return "Basic " + base64.b64encode(user.encode()).decode(), query
 
 
-def encode(events: list[Event], settings: Settings) -> Encoded:
+class EngageUpdate(bytes):
+    """A prepared identify/group call: an Engage update (every other prepared event is
+    an import event's JSON)."""
+
+    __slots__ = ()
+
+
+def prepare(event: Event, settings: Settings) -> bytes | str:
+    """One event's import event or Engage update JSON, or why it cannot be sent."""
+    kind = event["type"]
+    if kind in ("identify", "group"):
+        update = profile(event, kind, settings)
+        return update if type(update) is str else EngageUpdate(orjson.dumps(update))
+    result = convert(event, kind)
+    return result if type(result) is str else compact_json(result)
+
+
+def encode_prepared(prepared: list[bytes | str], settings: Settings) -> Encoded:
     encoded = Encoded()
     host = (settings.api_host or HOSTS[settings.region]).rstrip("/")
-    imports: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
+    imports: list[bytes] = []
+    updates: list[bytes] = []
     import_positions: list[int] = []
     update_positions: list[int] = []
-    for i, event in enumerate(events):
-        kind = event["type"]
-        engage = kind in ("identify", "group")
-        result = profile(event, kind, settings) if engage else convert(event, kind)
-        if isinstance(result, str):
-            encoded.rejected[i] = result
+    for i, item in enumerate(prepared):
+        if type(item) is str:
+            encoded.rejected[i] = item
+        elif type(item) is EngageUpdate:
+            updates.append(item)
+            update_positions.append(i)
         else:
-            (updates if engage else imports).append(result)
-            (update_positions if engage else import_positions).append(i)
+            imports.append(item)  # type: ignore[arg-type]
+            import_positions.append(i)
     if imports:
         authorization, query = import_auth(settings)
         headers = {"Content-Type": "application/json", "Authorization": authorization}
-        body = orjson.dumps(imports)
+        body = b"[" + b",".join(imports) + b"]"
         if settings.gzip:
             body = gzip.compress(body, compresslevel=1, mtime=0)
             headers["Content-Encoding"] = "gzip"
@@ -181,9 +199,14 @@ def encode(events: list[Event], settings: Settings) -> Encoded:
                                         import_positions, headers))
     if updates:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        encoded.requests.append(Request(f"{host}/engage?verbose=1", orjson.dumps(updates),
+        encoded.requests.append(Request(f"{host}/engage?verbose=1",
+                                        b"[" + b",".join(updates) + b"]",
                                         update_positions, headers))
     return encoded
+
+
+def encode(events: list[Event], settings: Settings) -> Encoded:
+    return encode_prepared([prepare(event, settings) for event in events], settings)
 
 
 def classify(response: Response, request: Request) -> Outcome:
@@ -225,6 +248,8 @@ CONNECTOR = Connector(
     settings=Settings,
     limits=Limits(max_events=2000, max_bytes=10_000_000),
     encode=encode,
+    prepare=prepare,
+    encode_prepared=encode_prepared,
     classify=classify,
     docs="""\
 **Identity.** `distinct_id` = `userId`, else `anonymousId`; events also carry `$user_id`

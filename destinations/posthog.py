@@ -23,6 +23,7 @@ from destinations.base import (
     Request,
     Response,
     classify_http,
+    compact_json,
 )
 from router.delivery.outcome import Outcome, Split
 
@@ -51,24 +52,34 @@ class Settings(ConnectorSettings):
     group_type: str = Field("company", description="Group type a Segment group call sets.")
 
 
-def encode(events: list[Event], settings: Settings) -> Encoded:
-    batch: list[dict[str, Any]] = []
+def prepare(event: Event, settings: Settings) -> bytes | str:
+    """One event's PostHog JSON (an item of the request's `batch`), or why not."""
+    item = _item(event, settings)
+    return item if type(item) is str else compact_json(item)
+
+
+def encode_prepared(prepared: list[bytes | str], settings: Settings) -> Encoded:
+    batch: list[bytes] = []
     positions: list[int] = []
     rejected: dict[int, str] = {}
-    for position, event in enumerate(events):
-        item = _item(event, settings)
-        if isinstance(item, str):
+    for position, item in enumerate(prepared):
+        if type(item) is str:
             rejected[position] = item
         else:
-            batch.append(item)
+            batch.append(item)  # type: ignore[arg-type]
             positions.append(position)
     if not batch:
         return Encoded(rejected=rejected)
-    body = orjson.dumps({"api_key": settings.api_key.get_secret_value(),
-                         "historical_migration": settings.historical_migration, "batch": batch})
+    body = b"".join((b'{"api_key":', orjson.dumps(settings.api_key.get_secret_value()),
+                     b',"historical_migration":', orjson.dumps(settings.historical_migration),
+                     b',"batch":[', b",".join(batch), b"]}"))
     url = settings.host.rstrip("/") + "/batch/"
     return Encoded([Request(url, body, positions, {"Content-Type": "application/json"})],
                    rejected)
+
+
+def encode(events: list[Event], settings: Settings) -> Encoded:
+    return encode_prepared([prepare(event, settings) for event in events], settings)
 
 
 def _item(event: Event, settings: Settings) -> dict[str, Any] | str:
@@ -139,6 +150,8 @@ CONNECTOR = Connector(
     settings=Settings,
     limits=Limits(max_events=1000, max_bytes=MAX_BYTES),
     encode=encode,
+    prepare=prepare,
+    encode_prepared=encode_prepared,
     classify=classify,
     docs="""
 **Identity.** `distinct_id` is `userId`, else `anonymousId`. `uuid` is uuid5 of `messageId`

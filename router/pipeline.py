@@ -81,6 +81,7 @@ class Pipeline:
         routes = [dest.route for dest in destinations]
         filtered = [dest.stats.filtered for dest in destinations]
         raw_only = [getattr(dest.worker, "raw_only", False) for dest in destinations]
+        prepares = [getattr(dest.worker, "prepare", None) for dest in destinations]
         batches: list[list[Item]] = [[] for _ in destinations]
         targets = range(len(destinations))
         now = time.time()
@@ -122,8 +123,10 @@ class Pipeline:
                 if type(routed) is str:
                     filtered[i][routed] += 1
                 else:
-                    batches[i].append(
-                        (env, None if exact and routed is event and raw_only[i] else routed))
+                    prepare = prepares[i]
+                    batches[i].append((env, prepare(routed) if prepare is not None else
+                                       None if exact and routed is event and raw_only[i]
+                                       else routed))
                     owed += 1
             if owed:
                 env.pending = owed

@@ -1,7 +1,8 @@
 """The HTTP sender: one aiohttp session per destination, the single I/O seam for every
 HTTP connector.
 
-``HttpSender.send(events)`` makes ONE attempt at a batch: encode, send each request,
+``HttpSender.send(events)`` (or ``send_prepared``, for a batch whose events were each
+``prepare``d as they were routed) makes ONE attempt at a batch: encode, send each request,
 classify each response, resolve ``Split`` (halve and resend) and ``Partial``; it returns
 one outcome per event (Delivered, Retry or Rejected). Retrying, parking and dead
 letters are the worker's job, not this module's.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -36,6 +38,8 @@ from router.delivery.outcome import (
 from router.delivery.ratelimit import RateLimiter
 from router.events import event_jsons
 
+Encoder = Callable[[list[Any], Any], Encoded]  # a connector's encode, encode_raw or encode_prepared
+
 
 class HttpSender:
     def __init__(self, connector: Connector, settings: Any, *, concurrency: int = 4,
@@ -52,6 +56,7 @@ class HttpSender:
         self.max_bytes = max_bytes or connector.limits.max_bytes
         self.limiter: RateLimiter | None = None  # the worker's; applied per request
         self.takes_raw = connector.encode_raw is not None  # send(events, raws) helps
+        self.prepares = connector.prepare is not None  # the worker sends send_prepared()
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=max(2, self.concurrency * 2),
@@ -68,27 +73,37 @@ class HttpSender:
                    ) -> list[Outcome]:
         """``raws``: each event's exact JSON when known (the record's bytes), else None;
         where it is known, the event may be None (``takes_raw``)."""
-        outcomes: list[Outcome] = [DELIVERED] * len(events)
-        jsons = (event_jsons(events, raws)
-                 if raws is not None and self.connector.encode_raw is not None else None)
-        encoded = self._encode(events, list(range(len(events))), jsons)
-        await self._send_encoded(events, encoded, outcomes, jsons)
+        connector = self.connector
+        if self.prepares:
+            return await self.send_prepared([self.prepare(event) for event in events])
+        if raws is not None and connector.encode_raw is not None:
+            return await self._send_batch(connector.encode_raw, event_jsons(events, raws))
+        assert connector.encode is not None
+        return await self._send_batch(connector.encode, events)
+
+    def prepare(self, event: Event) -> bytes | str:
+        """The connector's ``prepare``: one event's vendor JSON, or why it cannot be sent
+        (also when the connector fails on it: an encoder bug must not lose the batch)."""
+        try:
+            return self.connector.prepare(event, self.settings)  # type: ignore[misc]
+        except Exception as exc:
+            return f"encode failed: {exc!r}"
+
+    async def send_prepared(self, prepared: list[bytes | str]) -> list[Outcome]:
+        """``send`` for a batch already ``prepare``d (a worker prepares as it routes)."""
+        return await self._send_batch(self.connector.encode_prepared, prepared)  # type: ignore[arg-type]
+
+    async def _send_batch(self, encoder: Encoder, items: list[Any]) -> list[Outcome]:
+        outcomes: list[Outcome] = [DELIVERED] * len(items)
+        encoded = self._encode(encoder, items, list(range(len(items))))
+        await self._send_encoded(encoder, items, encoded, outcomes)
         return outcomes
 
-    def _encode(self, events: list[Event], positions: list[int],
-                jsons: list[bytes] | None = None) -> Encoded:
-        """Encode a subset of the batch (from each event's JSON, ``jsons``, when given);
-        map its positions back to batch positions."""
-        connector = self.connector
-        whole = len(positions) == len(events)
+    def _encode(self, encoder: Encoder, items: list[Any], positions: list[int]) -> Encoded:
+        """Encode a subset of the batch; map its positions back to batch positions."""
+        whole = len(positions) == len(items)
         try:
-            if jsons is not None and connector.encode_raw is not None:
-                encoded = connector.encode_raw(
-                    jsons if whole else [jsons[p] for p in positions], self.settings)
-            else:
-                assert connector.encode is not None
-                encoded = connector.encode(
-                    events if whole else [events[p] for p in positions], self.settings)
+            encoded = encoder(items if whole else [items[p] for p in positions], self.settings)
         except Exception as exc:  # an encoder bug must not lose the batch
             return Encoded(rejected={p: f"encode failed: {exc!r}" for p in positions})
         if not whole:
@@ -97,19 +112,19 @@ class HttpSender:
             encoded.rejected = {positions[i]: r for i, r in encoded.rejected.items()}
         return encoded
 
-    async def _send_encoded(self, events: list[Event], encoded: Encoded,
-                            outcomes: list[Outcome], jsons: list[bytes] | None) -> None:
+    async def _send_encoded(self, encoder: Encoder, items: list[Any], encoded: Encoded,
+                            outcomes: list[Outcome]) -> None:
         for position, reason in encoded.rejected.items():
             outcomes[position] = Rejected(reason)
         requests = encoded.requests
         if len(requests) == 1:
-            await self._send_one(events, requests[0], outcomes, jsons)
+            await self._send_one(encoder, items, requests[0], outcomes)
         elif requests:
-            await asyncio.gather(*(self._send_one(events, r, outcomes, jsons)
+            await asyncio.gather(*(self._send_one(encoder, items, r, outcomes)
                                    for r in requests))
 
-    async def _send_one(self, events: list[Event], request: Request,
-                        outcomes: list[Outcome], jsons: list[bytes] | None) -> None:
+    async def _send_one(self, encoder: Encoder, items: list[Any], request: Request,
+                        outcomes: list[Outcome]) -> None:
         if len(request.body) > self.max_bytes:  # the batcher estimates; the limit is hard
             outcome: Outcome = Split(f"request of {len(request.body)} bytes is over the "
                                      f"{self.max_bytes}-byte limit")
@@ -131,8 +146,8 @@ class HttpSender:
                 return
             half = len(request.events) // 2
             for part in (request.events[:half], request.events[half:]):
-                await self._send_encoded(events, self._encode(events, part, jsons), outcomes,
-                                         jsons)
+                await self._send_encoded(encoder, items, self._encode(encoder, items, part),
+                                         outcomes)
             return
         if isinstance(outcome, Partial):
             for i, reason in outcome.rejected.items():

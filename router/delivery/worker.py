@@ -32,6 +32,12 @@ JSON) is given ``(env, None)`` by the pipeline for an event that is exactly ``en
 decoded dict is then not kept while the batch waits, which for a slow destination (a
 warehouse loading 5,000 events a batch) is most of the router's in-flight memory.
 
+Prepared events: a sender that ``prepares`` (an HTTP connector with ``prepare``) has
+each event turned into its vendor JSON as the pipeline routes it (``Worker.prepare``),
+and the batch holds those bytes (or the reason the event cannot be sent); it is sent by
+``send_prepared``. As with raw events, the decoded dict is then freed at once (not with
+per-user ordering).
+
 Lanes: with ``ordering: none`` there is one buffer and up to ``concurrency`` batches in
 flight. With ``ordering: per_user`` a user always maps to the same lane, a lane sends one
 batch at a time, and a user whose event was parked is *held*: their later events are
@@ -57,7 +63,9 @@ from router.offsets import Envelope
 from router.telemetry import DestinationStats, logger
 
 log = logger("router.delivery")
-Item = tuple[Envelope, dict[str, Any] | None]  # None: the event is exactly env.raw
+# the event: a dict; None when it is exactly env.raw (raw_only); bytes (its vendor JSON)
+# or str (why it cannot be sent) when the worker prepares
+Item = tuple[Envelope, dict[str, Any] | bytes | str | None]
 PARK_NOW_S = 30.0  # a server asking for a longer pause than this: park instead of waiting
 STALL_FACTOR = 3.0  # a send this many times its usual duration (and over stall_s) is a stall
 STALL_RECHECK_S = 0.1  # while stalled: how often waiting batches are turned away
@@ -99,6 +107,9 @@ class Worker:
             sender.limiter = self.limiter
         self.order = UserOrder() if self.per_user else None
         self.raw_only = getattr(sender, "takes_raw", False) and not self.per_user
+        # the sender's prepare (event -> its vendor JSON), applied as events are routed
+        self.prepare = (sender.prepare if getattr(sender, "prepares", False)
+                        and not self.per_user else None)
         self.spill_at: int | None = None  # see the module doc; None: never spill
         self.spilling = False
         self.speed: float | None = None  # events/s it can take: batch size / send time
@@ -114,6 +125,13 @@ class Worker:
 
     # -- intake (hot path) ------------------------------------------------------------
     def submit(self, env: Envelope, event: dict[str, Any] | None) -> None:
+        """One routed event (a dict, or None for exactly ``env.raw`` when ``raw_only``)."""
+        if self.prepare is not None and event is not None:
+            self._buffer(env, self.prepare(event))
+        else:
+            self._buffer(env, event)
+
+    def _buffer(self, env: Envelope, event: Any) -> None:
         lanes = self.lanes
         if len(lanes) == 1:
             lane = lanes[0]
@@ -128,10 +146,11 @@ class Worker:
             lane.timer = asyncio.get_running_loop().call_later(self.max_wait_s, self._flush, lane)
 
     def submit_many(self, items: list[Item]) -> None:
-        """``submit`` for a fetch's worth of events, a buffer's room at a time."""
-        if len(self.lanes) > 1:
+        """``submit`` for a fetch's worth of events, a buffer's room at a time; the
+        pipeline has already applied ``prepare`` where there is one."""
+        if len(self.lanes) > 1:  # per user: never prepared
             for env, event in items:
-                self.submit(env, event)
+                self._buffer(env, event)
             return
         lane = self.lanes[0]
         self.stats.in_flight += len(items)
@@ -285,7 +304,9 @@ class Worker:
             if self.order is None:
                 self._arm_stall_check()
             try:
-                if self.raw_only:  # an event that is still the record's bytes goes as is
+                if self.prepare is not None:
+                    outcomes = await self.sender.send_prepared([p for _, p in pending])
+                elif self.raw_only:  # an event that is still the record's bytes goes as is
                     outcomes = await self.sender.send(
                         [event for _, event in pending],
                         [env.raw if event is None else None for env, event in pending])

@@ -15,6 +15,7 @@ import copy
 import dataclasses
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import SecretStr
 
@@ -125,6 +126,27 @@ def test_rejections_name_the_event_not_the_batch(name: str,
         else:
             assert not alone.rejected
             assert {p for r in alone.requests for p in r.events} == {0}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_prepared_events_encode_as_the_batch_does(name: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connector with ``prepare`` (the engine prepares each event as it routes it, and
+    sends the batch with ``encode_prepared``) sends exactly what its ``encode`` sends;
+    each prepared event is its vendor JSON object or a reason."""
+    connector = http_connector(name)
+    if connector.prepare is None or connector.encode_prepared is None:
+        pytest.skip(f"{name} encodes whole batches only")
+    settings = settings_of(name)
+    with_fixed_clock(connector, monkeypatch)
+    assert connector.encode is not None
+    events: list[Event] = copy.deepcopy(MINIMAL + FULL)
+    prepared = [connector.prepare(event, settings) for event in events]
+    for item in prepared:
+        assert isinstance(item, str) or isinstance(orjson.loads(bytes(item)), dict)
+    assert events == copy.deepcopy(MINIMAL + FULL), "prepare mutated its input"
+    assert (golden.encoded_view(connector.encode_prepared(prepared, settings), events)
+            == golden.encoded_view(connector.encode(events, settings), events))
 
 
 # -- (c) settings and limits ---------------------------------------------------------
