@@ -37,8 +37,9 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument("--skip-dead", action="store_true",
                    help="skip the run with a dead destination")
     p.add_argument("--bootstrap", help="use this Kafka instead of starting one")
-    p.add_argument("--warehouse", choices=["auto", "duckdb", "webhook"], default="auto",
-                   help="third destination: duckdb when registered (auto), else a webhook")
+    p.add_argument("--warehouse", choices=["auto", "duckdb", "postgres", "webhook"],
+                   default="auto", help="third destination: duckdb when registered (auto), "
+                   "PostgreSQL (started here, as the tests do), else a webhook")
     p.add_argument("--profile", action="store_true",
                    help="sample the routed run with py-spy (slows it a little)")
     p.add_argument("--results-dir", type=Path, default=defaults.results_dir)

@@ -40,7 +40,7 @@ class Options:
     skip_dead: bool = False
     skip_latency: bool = False
     bootstrap: str | None = None
-    warehouse: str = "auto"  # auto | duckdb | webhook
+    warehouse: str = "auto"  # auto | duckdb | postgres | webhook
     profile: bool = False
     results_dir: Path = ROOT / "bench" / "results"
     chart: bool = True
@@ -115,6 +115,7 @@ class Bench:
     sinks: Watched
     http: aiohttp.ClientSession
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    postgres_dsn: str | None = None  # with --warehouse postgres
 
     # -- config -------------------------------------------------------------------------
     def destinations(self, warehouse: str, dead: str | None = None) -> list[dict[str, Any]]:
@@ -138,6 +139,11 @@ class Bench:
             dests.append({"name": "duckdb", "type": "duckdb",
                           "batch": {"max_wait_ms": WAREHOUSE_WAIT_MS},
                           "settings": {"path": str(path), "schema": "segment"}})
+        elif warehouse == "postgres":
+            dests.append({"name": "postgres", "type": "postgres",
+                          "batch": {"max_wait_ms": WAREHOUSE_WAIT_MS},
+                          "settings": {"dsn": self.postgres_dsn,
+                                       "schema": f"bench_{self.run_id}"}})
         else:
             dests.append({"name": "webhook2", "type": "webhook", "batch": http_batch(),
                           "settings": {"url": url("webhook", "webhook2")}})
@@ -160,7 +166,7 @@ class Bench:
 
     @staticmethod
     def expected(warehouse: str, total: int, consented: int) -> dict[str, int]:
-        names = ["webhook", "amplitude", "duckdb" if warehouse == "duckdb" else "webhook2"]
+        names = ["webhook", "amplitude", "webhook2" if warehouse == "webhook" else warehouse]
         return {n: consented if n == "amplitude" else total for n in names}
 
     # -- the router process ---------------------------------------------------------------

@@ -231,6 +231,7 @@ async def run_all(options: Options) -> dict[str, Any]:
     warehouse = warehouse_type(options.warehouse)
     broker = None
     sinks = None
+    postgres = None
     report: dict[str, Any] = {"options": {
         "events": options.events, "partitions": options.partitions,
         "latency_rate": options.latency_rate, "latency_seconds": options.latency_seconds,
@@ -245,8 +246,14 @@ async def run_all(options: Options) -> dict[str, Any]:
             broker = start_broker(workdir, options.kafka_dir)
             bootstrap = broker.bootstrap
         sinks, sinks_url = await start_sinks(workdir)
+        if warehouse == "postgres":
+            from scripts.postgres import Postgres
+
+            postgres = Postgres(workdir / "postgres")
+            postgres.start()
         async with aiohttp.ClientSession() as http:
-            bench = Bench(options, bootstrap, workdir, sinks_url, sinks, http)
+            bench = Bench(options, bootstrap, workdir, sinks_url, sinks, http,
+                          postgres_dsn=postgres.dsn if postgres is not None else None)
             report["router_config"] = bench.config("<phase>", "<topic>", warehouse)
             events = load.make_events(options.events, options.seed)
             topic = await load.create_topic(bootstrap, f"bench-{bench.run_id}",
@@ -275,6 +282,8 @@ async def run_all(options: Options) -> dict[str, Any]:
             sinks.stop(5)
         if broker is not None:
             broker.stop()
+        if postgres is not None:
+            postgres.stop(remove=not options.keep)
         if options.keep or not ok:
             print(f"bench: work dir (logs, configs) kept at {workdir}", file=sys.stderr)
         else:

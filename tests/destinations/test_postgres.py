@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 
 from destinations.postgres import CONNECTOR, PostgresSender, Settings
@@ -111,6 +112,27 @@ async def test_mixed_stream_lands_in_segment_tables(sender: PostgresSender,
     assert await db.fetchrow(f"SELECT name, category, title FROM {schema}.pages "
                              "WHERE id = 'msg-full-page'") == ("Cart", "Shop", "Cart")
     assert await db.fetchrow(f"SELECT group_id, employees FROM {schema}.groups") == ("co-9", 12)
+
+
+@needs_postgres
+async def test_events_given_as_their_records_bytes_load_as_the_events_do(
+        sender: PostgresSender, db: asyncpg.Connection, schema: str) -> None:
+    """The engine hands a raw-taking sender None and the record's bytes for an event
+    that is exactly those bytes (``takes_raw``); they are decoded in the flattening
+    thread. Mixed with dicts in one batch, every event lands as in the test above."""
+    assert sender.takes_raw
+    events = FULL + MINIMAL
+    given = [None if i % 2 else event for i, event in enumerate(events)]
+    raws = [orjson.dumps(event) if i % 2 else None for i, event in enumerate(events)]
+    assert await sender.send(given, raws) == [DELIVERED] * 8
+    counts = {t: await db.fetchval(f"SELECT count(*) FROM {schema}.{t}") for t in (
+        "tracks", "order_completed", "video_played", "button_clicked", "identifies", "users",
+        "pages", "groups")}
+    assert counts == {"tracks": 3, "order_completed": 1, "video_played": 1,
+                      "button_clicked": 1, "identifies": 2, "users": 2, "pages": 2, "groups": 1}
+    ids = {r[0] for t in ("tracks", "identifies", "pages", "groups")
+           for r in await db.fetch(f"SELECT id FROM {schema}.{t}")}
+    assert ids == {e["messageId"] for e in events}
 
 
 @needs_postgres

@@ -59,3 +59,25 @@ def test_bench_runs_end_to_end_and_writes_its_report(kafka_bootstrap: str,
     assert set(dead["live_destinations"].values()) == {events}
     assert {t["name"] for t in report["targets"]} >= {"routed_ratio", "latency_p99_ms",
                                                       "dead_peak_rss_mb"}
+
+
+def test_bench_with_postgres_as_the_warehouse(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """``--warehouse postgres`` starts its own PostgreSQL (as the tests do) and loads every
+    event into it."""
+    events = 2000
+    argv = [sys.executable, "-m", "bench", "--events", str(events), "--skip-latency",
+            "--skip-dead", "--warehouse", "postgres", "--no-chart", "--bootstrap",
+            kafka_bootstrap, "--results-dir", str(tmp_path)]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    report = orjson.loads((tmp_path / "latest.json").read_bytes())
+    run = report["routed"]
+    assert run["complete"] and run["exit_code"] == 0
+    assert run["router_counts"]["destinations"]["postgres"]["delivered"] == events
+    assert report["routed_http"]["complete"]
