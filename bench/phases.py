@@ -80,6 +80,7 @@ async def routed(bench: Bench, topic: str, events: load.Events, warehouse: str,
     last = max(waited["done"].values(), default=time.time())
     seconds = max(1e-9, last - first)
     cpu = run.watched.cpu_between(first, last)
+    own_cpu = run.watched.cpu_between(first, last, own=True)
     per_dest = {}
     for name, want in expected.items():
         sink = sinks.get(name) or {}
@@ -97,7 +98,9 @@ async def routed(bench: Bench, topic: str, events: load.Events, warehouse: str,
         "wall_incl_startup_s": round(last - spawned, 3),
         "router_cpu_s": cpu, "events_per_cpu_s": round(total / cpu) if cpu else None,
         "router_cpu_pct": round(100 * cpu / seconds, 1),
-        "router_own_cpu_s": run.watched.cpu_between(first, last, own=True),
+        "router_own_cpu_s": own_cpu,
+        # the router's children (DuckDB's loader): how busy they kept a core, in percent
+        "children_busy_pct": round(100 * max(0.0, cpu - own_cpu) / seconds),
         "peak_rss_mb": run.watched.peak_rss_mb(), "final_rss_mb": run.watched.rss_mb(last),
         "router_own_peak_rss_mb": run.watched.own_peak_rss_mb(),
         "machine_busy_pct": run.watched.machine_busy_pct(first, last),

@@ -47,6 +47,7 @@ def test_bench_runs_end_to_end_and_writes_its_report(kafka_bootstrap: str,
         delivered = {n: d["delivered"] for n, d in run["destinations"].items()}
         assert delivered["webhook"] == events and delivered["amplitude"] == consented
         assert run["events_per_s"] > 0 and run["peak_rss_mb"] > 0
+        assert 0 <= run["children_busy_pct"] <= 200
     warehouse = report["routed"]["router_counts"]["destinations"].get("duckdb")
     if warehouse is not None:  # it says how it loaded its batches (by SQL, row by row)
         assert sum(warehouse["loads"].values()) >= 1
