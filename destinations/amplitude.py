@@ -20,7 +20,9 @@ from destinations.base import (
     Response,
     classify_http,
     compact_json,
+    encode_in_parts,
     retry_after_s,
+    split_prepared,
 )
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Retry, Split
 from router.events import time_ms
@@ -155,15 +157,7 @@ def prepare(event: Event, settings: Settings) -> bytes | str:
 
 
 def encode_prepared(prepared: list[bytes | str], settings: Settings) -> Encoded:
-    encoded = Encoded()
-    jsons: list[bytes] = []
-    positions: list[int] = []
-    for i, item in enumerate(prepared):
-        if type(item) is str:
-            encoded.rejected[i] = item
-        else:
-            jsons.append(item)  # type: ignore[arg-type]
-            positions.append(i)
+    jsons, positions, encoded = split_prepared(prepared)
     if jsons:
         body = [b'{"api_key":', orjson.dumps(settings.api_key.get_secret_value()),
                 b',"events":[', b",".join(jsons), b"]"]
@@ -176,8 +170,7 @@ def encode_prepared(prepared: list[bytes | str], settings: Settings) -> Encoded:
     return encoded
 
 
-def encode(events: list[Event], settings: Settings) -> Encoded:
-    return encode_prepared([prepare(event, settings) for event in events], settings)
+encode = encode_in_parts(prepare, encode_prepared)
 
 
 def classify(response: Response, request: Request) -> Outcome:

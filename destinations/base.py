@@ -17,7 +17,8 @@ A destination module defines ``CONNECTOR = Connector(...)`` with:
   one event into its vendor JSON (or the reason it cannot be sent) when the event is
   routed, so the batch waits as compact bytes instead of decoded events (less memory,
   and the decoded event is freed at once: ``orjson.loads`` then costs about half);
-  ``encode_prepared`` builds the request(s) from a batch of them;
+  ``encode_prepared`` builds the request(s) from a batch of them (``split_prepared``
+  sets the reasons aside; ``encode = encode_in_parts(prepare, encode_prepared)``);
 - optionally ``classify(response, request) -> Outcome`` where the default HTTP rules
   (``classify_http``) are not enough — e.g. per-event errors in a 200 or 400 body;
 - optionally ``authenticate(session, settings) -> Credentials`` for token-based auth
@@ -127,6 +128,31 @@ class Connector:
     def __post_init__(self) -> None:
         if (self.prepare is None) != (self.encode_prepared is None):
             raise ValueError(f"connector {self.name!r}: prepare and encode_prepared go together")
+
+
+def encode_in_parts(prepare: Callable[[Event, Any], bytes | str],
+                    encode_prepared: Callable[[list[bytes | str], Any], Encoded]
+                    ) -> Callable[[list[Event], Any], Encoded]:
+    """A connector's ``encode`` made of its ``prepare`` and ``encode_prepared`` (what the
+    engine does in two steps; dry runs and the goldens call ``encode``)."""
+    def encode(events: list[Event], settings: Any) -> Encoded:
+        return encode_prepared([prepare(event, settings) for event in events], settings)
+    return encode
+
+
+def split_prepared(prepared: list[bytes | str]) -> tuple[list[bytes], list[int], Encoded]:
+    """A prepared batch as (the events' JSON, their positions in the batch, an ``Encoded``
+    holding the rejected ones' reasons) for an ``encode_prepared`` to fill in."""
+    jsons: list[bytes] = []
+    positions: list[int] = []
+    encoded = Encoded()
+    for position, item in enumerate(prepared):
+        if type(item) is str:
+            encoded.rejected[position] = item
+        else:
+            jsons.append(item)  # type: ignore[arg-type]
+            positions.append(position)
+    return jsons, positions, encoded
 
 
 def compact_json(value: Any) -> bytes:

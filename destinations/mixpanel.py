@@ -25,6 +25,8 @@ from destinations.base import (
     Response,
     classify_http,
     compact_json,
+    encode_in_parts,
+    split_prepared,
 )
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Split
 from router.events import time_ms
@@ -173,40 +175,28 @@ def prepare(event: Event, settings: Settings) -> bytes | str:
 
 
 def encode_prepared(prepared: list[bytes | str], settings: Settings) -> Encoded:
-    encoded = Encoded()
+    jsons, positions, encoded = split_prepared(prepared)
     host = (settings.api_host or HOSTS[settings.region]).rstrip("/")
-    imports: list[bytes] = []
-    updates: list[bytes] = []
-    import_positions: list[int] = []
-    update_positions: list[int] = []
-    for i, item in enumerate(prepared):
-        if type(item) is str:
-            encoded.rejected[i] = item
-        elif type(item) is EngageUpdate:
-            updates.append(item)
-            update_positions.append(i)
-        else:
-            imports.append(item)  # type: ignore[arg-type]
-            import_positions.append(i)
+    imports = [(p, j) for p, j in zip(positions, jsons, strict=True) if type(j) is not EngageUpdate]
+    updates = [(p, j) for p, j in zip(positions, jsons, strict=True) if type(j) is EngageUpdate]
     if imports:
         authorization, query = import_auth(settings)
         headers = {"Content-Type": "application/json", "Authorization": authorization}
-        body = b"[" + b",".join(imports) + b"]"
+        body = b"[" + b",".join(j for _, j in imports) + b"]"
         if settings.gzip:
             body = gzip.compress(body, compresslevel=1, mtime=0)
             headers["Content-Encoding"] = "gzip"
         encoded.requests.append(Request(f"{host}/import?strict=1{query}", body,
-                                        import_positions, headers))
+                                        [p for p, _ in imports], headers))
     if updates:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         encoded.requests.append(Request(f"{host}/engage?verbose=1",
-                                        b"[" + b",".join(updates) + b"]",
-                                        update_positions, headers))
+                                        b"[" + b",".join(j for _, j in updates) + b"]",
+                                        [p for p, _ in updates], headers))
     return encoded
 
 
-def encode(events: list[Event], settings: Settings) -> Encoded:
-    return encode_prepared([prepare(event, settings) for event in events], settings)
+encode = encode_in_parts(prepare, encode_prepared)
 
 
 def classify(response: Response, request: Request) -> Outcome:

@@ -24,6 +24,8 @@ from destinations.base import (
     Response,
     classify_http,
     compact_json,
+    encode_in_parts,
+    split_prepared,
 )
 from router.delivery.outcome import Outcome, Split
 
@@ -59,27 +61,18 @@ def prepare(event: Event, settings: Settings) -> bytes | str:
 
 
 def encode_prepared(prepared: list[bytes | str], settings: Settings) -> Encoded:
-    batch: list[bytes] = []
-    positions: list[int] = []
-    rejected: dict[int, str] = {}
-    for position, item in enumerate(prepared):
-        if type(item) is str:
-            rejected[position] = item
-        else:
-            batch.append(item)  # type: ignore[arg-type]
-            positions.append(position)
-    if not batch:
-        return Encoded(rejected=rejected)
-    body = b"".join((b'{"api_key":', orjson.dumps(settings.api_key.get_secret_value()),
-                     b',"historical_migration":', orjson.dumps(settings.historical_migration),
-                     b',"batch":[', b",".join(batch), b"]}"))
-    url = settings.host.rstrip("/") + "/batch/"
-    return Encoded([Request(url, body, positions, {"Content-Type": "application/json"})],
-                   rejected)
+    batch, positions, encoded = split_prepared(prepared)
+    if batch:
+        body = b"".join((b'{"api_key":', orjson.dumps(settings.api_key.get_secret_value()),
+                         b',"historical_migration":',
+                         orjson.dumps(settings.historical_migration),
+                         b',"batch":[', b",".join(batch), b"]}"))
+        url = settings.host.rstrip("/") + "/batch/"
+        encoded.requests.append(Request(url, body, positions, {"Content-Type": "application/json"}))
+    return encoded
 
 
-def encode(events: list[Event], settings: Settings) -> Encoded:
-    return encode_prepared([prepare(event, settings) for event in events], settings)
+encode = encode_in_parts(prepare, encode_prepared)
 
 
 def _item(event: Event, settings: Settings) -> dict[str, Any] | str:

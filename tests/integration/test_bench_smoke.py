@@ -17,21 +17,26 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
-def test_bench_runs_end_to_end_and_writes_its_report(kafka_bootstrap: str,
-                                                      tmp_path: Path) -> None:
-    events = 2000
-    argv = [sys.executable, "-m", "bench", "--events", str(events), "--latency-rate", "2000",
-            "--latency-seconds", "1", "--bootstrap", kafka_bootstrap,
-            "--results-dir", str(tmp_path)]
+def run_bench(*args: str) -> str:
+    """``python -m bench <args>``; its output, once it exited 0."""
     # Its own process group, so that a timeout stops the routers and sinks it started too.
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=240)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
     assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    return stdout
+
+
+def test_bench_runs_end_to_end_and_writes_its_report(kafka_bootstrap: str,
+                                                      tmp_path: Path) -> None:
+    events = 2000
+    stdout = run_bench("--events", str(events), "--latency-rate", "2000", "--latency-seconds",
+                       "1", "--bootstrap", kafka_bootstrap, "--results-dir", str(tmp_path))
     assert stdout.strip().splitlines()[-1].startswith("bench: raw ")
 
     report = orjson.loads((tmp_path / "latest.json").read_bytes())
@@ -66,17 +71,9 @@ def test_bench_with_postgres_as_the_warehouse(kafka_bootstrap: str, tmp_path: Pa
     """``--warehouse postgres`` starts its own PostgreSQL (as the tests do) and loads every
     event into it."""
     events = 2000
-    argv = [sys.executable, "-m", "bench", "--events", str(events), "--skip-latency",
-            "--skip-dead", "--warehouse", "postgres", "--no-chart", "--bootstrap",
-            kafka_bootstrap, "--results-dir", str(tmp_path)]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    run_bench("--events", str(events), "--skip-latency", "--skip-dead", "--warehouse",
+              "postgres", "--no-chart", "--bootstrap", kafka_bootstrap,
+              "--results-dir", str(tmp_path))
     report = orjson.loads((tmp_path / "latest.json").read_bytes())
     run = report["routed"]
     assert run["complete"] and run["exit_code"] == 0
