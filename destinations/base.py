@@ -61,6 +61,9 @@ class Limits:
     max_events: int
     max_bytes: int
     max_wait_ms: int = 500  # default flush interval for this connector
+    # the batch's size when config sets none (default: max_events); for a destination
+    # whose cap is not a vendor's but a trade-off (a warehouse: memory for speed)
+    default_events: int | None = None
 
 
 @dataclass(slots=True)

@@ -48,7 +48,10 @@ CONNECTOR = Connector(
     name="duckdb",
     display_name="DuckDB",
     settings=Settings,
-    limits=Limits(max_events=5000, max_bytes=20_000_000, max_wait_ms=10_000),
+    # 5,000 events a batch unless set: larger batches cost the loader less per event
+    # (~21% less at 8,000) and the router more memory (~60 MB at 8,000): docs/warehouses.md
+    limits=Limits(max_events=20_000, max_bytes=20_000_000, max_wait_ms=10_000,
+                  default_events=5000),
     sender=lambda settings: (ProcessSender(LOADER, settings) if settings.own_process
                              else load_attr(LOADER)(settings)),
     docs="""An embedded DuckDB file with Segment's warehouse schema — the same tables,

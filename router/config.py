@@ -108,7 +108,8 @@ class PipelineConfig(Frozen):
 
 
 class BatchConfig(Frozen):
-    max_events: int | None = Field(None, ge=1, description="Default: the connector's limit.")
+    max_events: int | None = Field(None, ge=1, description="Default: the connector's limit, "
+                                   "or its default where it has one (DuckDB: 5,000).")
     max_bytes: int | None = Field(None, ge=1024, description="Default: the connector's limit.")
     max_wait_ms: int | None = Field(None, ge=0, description="Default: the connector's.")
 
@@ -174,7 +175,8 @@ class DestinationBase(Frozen):
 
     @property
     def max_events(self) -> int:
-        return self.batch.max_events or self.connector.limits.max_events
+        limits = self.connector.limits
+        return self.batch.max_events or limits.default_events or limits.max_events
 
     @property
     def max_bytes(self) -> int:

@@ -74,7 +74,8 @@ def render() -> str:
         limits = connector.limits
         parts += [f"## `{name}` — {connector.display_name}", "",
                   f"Hard limits per request: {limits.max_events} events, "
-                  f"{limits.max_bytes:,} bytes; default flush every {limits.max_wait_ms} ms."
+                  f"{limits.max_bytes:,} bytes; default flush every {limits.max_wait_ms} ms"
+                  + (f" or {limits.default_events} events." if limits.default_events else ".")
                   + (f" Default rate limit: {connector.rate_limit_per_s:g} requests/s."
                      if connector.rate_limit_per_s else ""), ""]
         if connector.docs:

@@ -9,11 +9,13 @@ from typing import Any
 
 import duckdb
 import pytest
+from pydantic import ValidationError
 
 from destinations.duckdb_load import DuckDBSender
 from destinations.duckdb_set import RANGES, rows_within, transaction
 from destinations.duckdb_users import upsert_users
 from destinations.duckdb_wh import CONNECTOR, Settings
+from router.config import Config
 from router.delivery.outcome import DELIVERED, Rejected, Retry
 from tests.destinations.samples import FULL, MINIMAL
 
@@ -60,8 +62,22 @@ def columns(query: Query, table: str) -> dict[str, str]:
 def test_connector_declaration() -> None:
     assert (CONNECTOR.name, CONNECTOR.display_name) == ("duckdb", "DuckDB")
     assert CONNECTOR.sender is not None and CONNECTOR.encode is None
-    assert (CONNECTOR.limits.max_events, CONNECTOR.limits.max_wait_ms) == (5000, 10_000)
+    limits = CONNECTOR.limits
+    assert (limits.default_events, limits.max_events, limits.max_wait_ms) == (5000, 20_000, 10_000)
     assert Settings().path == "data/events.duckdb" and Settings().schema_name == "events"
+
+
+def test_batches_are_5000_events_unless_set_and_may_be_larger() -> None:
+    """5,000 events a batch by default; a deployment may trade memory for the loader's
+    speed up to 20,000 (docs/warehouses.md), not beyond."""
+    def destination(batch: dict[str, int]) -> Any:
+        return Config.model_validate({"destinations": [
+            {"name": "wh", "type": "duckdb", "settings": {}, "batch": batch}]}).destinations[0]
+
+    assert destination({}).max_events == 5000
+    assert destination({"max_events": 10_000}).max_events == 10_000
+    with pytest.raises(ValidationError, match="above the duckdb limit of 20000"):
+        destination({"max_events": 30_000})
 
 
 async def test_mixed_stream_lands_in_segment_tables(sender: DuckDBSender, query: Query) -> None:
