@@ -18,9 +18,10 @@ from destinations.base import (
     Limits,
     Request,
     Response,
+    array_head,
     classify_http,
-    compact_json,
     encode_in_parts,
+    prepared,
     retry_after_s,
     split_prepared,
 )
@@ -152,21 +153,19 @@ def _context_fields(ctx: dict[str, Any], device: dict[str, Any], out: dict[str, 
 
 def prepare(event: Event, settings: Settings) -> bytes | str:
     """One event's Amplitude JSON (as it goes in the request's `events`), or why not."""
-    result = convert(event, settings)
-    return result if type(result) is str else compact_json(result)
+    return prepared(convert(event, settings))
 
 
-def encode_prepared(prepared: list[bytes | str], settings: Settings) -> Encoded:
-    jsons, positions, encoded = split_prepared(prepared)
+def encode_prepared(items: list[bytes | str], settings: Settings) -> Encoded:
+    jsons, positions, encoded = split_prepared(items)
     if jsons:
-        body = [b'{"api_key":', orjson.dumps(settings.api_key.get_secret_value()),
-                b',"events":[', b",".join(jsons), b"]"]
+        fields: dict[str, Any] = {"api_key": settings.api_key.get_secret_value()}
         if settings.min_id_length is not None:
-            body += [b',"options":', orjson.dumps({"min_id_length": settings.min_id_length})]
-        body.append(b"}")
+            fields["options"] = {"min_id_length": settings.min_id_length}
+        body = array_head(fields, "events") + b",".join(jsons) + b"]}"
         headers = {"Content-Type": "application/json"}
         url = settings.endpoint or ENDPOINTS[settings.region]
-        encoded.requests.append(Request(url, b"".join(body), positions, headers))
+        encoded.requests.append(Request(url, body, positions, headers))
     return encoded
 
 

@@ -133,6 +133,18 @@ class Connector:
             raise ValueError(f"connector {self.name!r}: prepare and encode_prepared go together")
 
 
+def prepared(result: dict[str, Any] | str) -> bytes | str:
+    """A ``prepare``'s answer from a conversion's: its JSON (``compact_json``), or the
+    reason it gave."""
+    return result if type(result) is str else compact_json(result)
+
+
+def array_head(fields: dict[str, Any], key: str) -> bytes:
+    """The start of a JSON object of ``fields`` and then ``key``, an array: the caller
+    appends the array's items joined by commas, and ``]}``."""
+    return orjson.dumps({**fields, key: []})[:-3] + b"["
+
+
 def encode_in_parts(prepare: Callable[[Event, Any], bytes | str],
                     encode_prepared: Callable[[list[bytes | str], Any], Encoded]
                     ) -> Callable[[list[Event], Any], Encoded]:

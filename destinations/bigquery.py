@@ -37,6 +37,7 @@ from destinations.base import (
     Limits,
     Request,
     Response,
+    array_head,
     classify_http,
 )
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Retry, Split
@@ -95,8 +96,8 @@ def service_account(settings: Settings) -> dict[str, Any]:
 
 def encode(events: list[Event], settings: Settings) -> Encoded:
     tables, rejected = batch_rows(events, datetime.now(UTC), settings.event_tables)
-    head = orjson.dumps({"kind": "bigquery#tableDataInsertAllRequest", "skipInvalidRows": True,
-                         "ignoreUnknownValues": settings.ignore_unknown_values})[:-1] + b',"rows":['
+    head = array_head({"kind": "bigquery#tableDataInsertAllRequest", "skipInvalidRows": True,
+                       "ignoreUnknownValues": settings.ignore_unknown_values}, "rows")
     base = f"{settings.endpoint.rstrip('/')}/projects/{settings.project}/datasets/" \
            f"{settings.dataset}/tables/"
     budget = MAX_REQUEST_BYTES - len(head) - 2

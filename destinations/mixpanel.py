@@ -24,8 +24,8 @@ from destinations.base import (
     Request,
     Response,
     classify_http,
-    compact_json,
     encode_in_parts,
+    prepared,
     split_prepared,
 )
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Split
@@ -170,12 +170,11 @@ def prepare(event: Event, settings: Settings) -> bytes | str:
     if kind in ("identify", "group"):
         update = profile(event, kind, settings)
         return update if type(update) is str else EngageUpdate(orjson.dumps(update))
-    result = convert(event, kind)
-    return result if type(result) is str else compact_json(result)
+    return prepared(convert(event, kind))
 
 
-def encode_prepared(prepared: list[bytes | str], settings: Settings) -> Encoded:
-    jsons, positions, encoded = split_prepared(prepared)
+def encode_prepared(items: list[bytes | str], settings: Settings) -> Encoded:
+    jsons, positions, encoded = split_prepared(items)
     host = (settings.api_host or HOSTS[settings.region]).rstrip("/")
     imports = [(p, j) for p, j in zip(positions, jsons, strict=True) if type(j) is not EngageUpdate]
     updates = [(p, j) for p, j in zip(positions, jsons, strict=True) if type(j) is EngageUpdate]

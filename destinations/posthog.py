@@ -11,7 +11,6 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 from pydantic import Field, SecretStr
 
 from destinations.base import (
@@ -22,9 +21,10 @@ from destinations.base import (
     Limits,
     Request,
     Response,
+    array_head,
     classify_http,
-    compact_json,
     encode_in_parts,
+    prepared,
     split_prepared,
 )
 from router.delivery.outcome import Outcome, Split
@@ -56,19 +56,17 @@ class Settings(ConnectorSettings):
 
 def prepare(event: Event, settings: Settings) -> bytes | str:
     """One event's PostHog JSON (an item of the request's `batch`), or why not."""
-    item = _item(event, settings)
-    return item if type(item) is str else compact_json(item)
+    return prepared(_item(event, settings))
 
 
-def encode_prepared(prepared: list[bytes | str], settings: Settings) -> Encoded:
-    batch, positions, encoded = split_prepared(prepared)
+def encode_prepared(items: list[bytes | str], settings: Settings) -> Encoded:
+    batch, positions, encoded = split_prepared(items)
     if batch:
-        body = b"".join((b'{"api_key":', orjson.dumps(settings.api_key.get_secret_value()),
-                         b',"historical_migration":',
-                         orjson.dumps(settings.historical_migration),
-                         b',"batch":[', b",".join(batch), b"]}"))
+        head = array_head({"api_key": settings.api_key.get_secret_value(),
+                           "historical_migration": settings.historical_migration}, "batch")
         url = settings.host.rstrip("/") + "/batch/"
-        encoded.requests.append(Request(url, body, positions, {"Content-Type": "application/json"}))
+        encoded.requests.append(Request(url, head + b",".join(batch) + b"]}", positions,
+                                        {"Content-Type": "application/json"}))
     return encoded
 
 

@@ -125,11 +125,9 @@ class Worker:
 
     # -- intake (hot path) ------------------------------------------------------------
     def submit(self, env: Envelope, event: dict[str, Any] | None) -> None:
-        """One routed event (a dict, or None for exactly ``env.raw`` when ``raw_only``)."""
-        if self.prepare is not None and event is not None:
-            self._buffer(env, self.prepare(event))
-        else:
-            self._buffer(env, event)
+        """One routed event (a dict, or None for exactly ``env.raw`` when ``raw_only``,
+        which a preparing worker never is)."""
+        self._buffer(env, event if self.prepare is None else self.prepare(event))
 
     def _buffer(self, env: Envelope, event: Any) -> None:
         lanes = self.lanes

@@ -16,7 +16,7 @@ import orjson
 from aiokafka import TopicPartition
 
 from destinations import amplitude
-from destinations.base import compact_json
+from destinations.base import array_head, compact_json
 from router.config import Config
 from router.delivery.http import HttpSender
 from router.delivery.outcome import Delivered, Rejected
@@ -149,15 +149,20 @@ async def test_a_connector_failing_on_one_event_rejects_that_event_only() -> Non
     assert [e["insert_id"] for e in fake.received] == ["m0"]
 
 
-async def test_per_user_ordering_keeps_the_decoded_event() -> None:
-    async with AmplitudeFake() as fake:
-        cfg = destination(fake, delivery={"ordering": "per_user"})
-        sender = HttpSender(cfg.connector, cfg.settings)
-        worker = Worker(cfg, sender, Outbox(), DestinationStats())  # type: ignore[arg-type]
-        assert worker.prepare is None
+def test_per_user_ordering_keeps_the_decoded_event() -> None:
+    fake = AmplitudeFake()  # not started: only its key and endpoint are read
+    for ordering, prepares in (("per_user", False), ("none", True)):
+        cfg = destination(fake, delivery={"ordering": ordering})
+        worker = Worker(cfg, HttpSender(cfg.connector, cfg.settings), Outbox(),  # type: ignore[arg-type]
+                        DestinationStats())
+        assert (worker.prepare is not None) is prepares
 
 
-def test_compact_json_is_orjson_dumps() -> None:
+def test_compact_json_is_orjson_dumps_and_array_head_opens_the_array() -> None:
     value = {"event_type": "Clicked", "props": {"a": [1, 2.5, None, "é"]}}
     out = compact_json(value)
     assert type(out) is bytes and out == orjson.dumps(value)
+    items = [compact_json({"n": 1}), compact_json({"n": 2})]
+    for fields in ({}, {"api_key": "k", "options": {"x": 1}}):
+        body = array_head(fields, "events") + b",".join(items) + b"]}"
+        assert orjson.loads(body) == {**fields, "events": [{"n": 1}, {"n": 2}]}
