@@ -96,6 +96,39 @@ def warehouse_type(choice: str) -> str:
     return choice
 
 
+def destinations(sinks_url: str, warehouse: str, dead: str | None = None, *,
+                 duckdb_path: Path | None = None, postgres_dsn: str | None = None,
+                 run_id: str = "") -> list[dict[str, Any]]:
+    """webhook + amplitude (consent: Analytics) + the warehouse (duckdb, postgres, or a
+    second webhook), pointed at the sinks at ``sinks_url``; ``dead`` points one of them at
+    a sink that answers 503."""
+    def url(kind: str, name: str) -> str:
+        return f"{sinks_url}/{'dead' if name == dead else kind}/{name}"
+
+    def http_batch() -> dict[str, Any]:
+        return {"max_wait_ms": HTTP_WAIT_MS}
+
+    dests: list[dict[str, Any]] = [
+        {"name": "webhook", "type": "webhook", "batch": http_batch(),
+         "settings": {"url": url("webhook", "webhook")}},
+        {"name": "amplitude", "type": "amplitude", "consent_categories": ["Analytics"],
+         "batch": http_batch(),
+         "settings": {"api_key": "bench-key", "endpoint": url("amplitude", "amplitude")}},
+    ]
+    if warehouse == "duckdb":
+        dests.append({"name": "duckdb", "type": "duckdb",
+                      "batch": {"max_wait_ms": WAREHOUSE_WAIT_MS},
+                      "settings": {"path": str(duckdb_path), "schema": "segment"}})
+    elif warehouse == "postgres":
+        dests.append({"name": "postgres", "type": "postgres",
+                      "batch": {"max_wait_ms": WAREHOUSE_WAIT_MS},
+                      "settings": {"dsn": postgres_dsn, "schema": f"bench_{run_id}"}})
+    else:
+        dests.append({"name": "webhook2", "type": "webhook", "batch": http_batch(),
+                      "settings": {"url": url("webhook", "webhook2")}})
+    return dests
+
+
 @dataclass
 class RouterRun:
     name: str
@@ -119,35 +152,9 @@ class Bench:
 
     # -- config -------------------------------------------------------------------------
     def destinations(self, warehouse: str, dead: str | None = None) -> list[dict[str, Any]]:
-        """webhook + amplitude (consent: Analytics) + the warehouse (duckdb, or a second
-        webhook); ``dead`` points one of them at a sink that answers 503."""
-        def url(kind: str, name: str) -> str:
-            return f"{self.sinks_url}/{'dead' if name == dead else kind}/{name}"
-
-        def http_batch() -> dict[str, Any]:
-            return {"max_wait_ms": HTTP_WAIT_MS}
-
-        dests: list[dict[str, Any]] = [
-            {"name": "webhook", "type": "webhook", "batch": http_batch(),
-             "settings": {"url": url("webhook", "webhook")}},
-            {"name": "amplitude", "type": "amplitude", "consent_categories": ["Analytics"],
-             "batch": http_batch(),
-             "settings": {"api_key": "bench-key", "endpoint": url("amplitude", "amplitude")}},
-        ]
-        if warehouse == "duckdb":
-            path = self.workdir / f"warehouse-{uuid.uuid4().hex[:6]}.duckdb"
-            dests.append({"name": "duckdb", "type": "duckdb",
-                          "batch": {"max_wait_ms": WAREHOUSE_WAIT_MS},
-                          "settings": {"path": str(path), "schema": "segment"}})
-        elif warehouse == "postgres":
-            dests.append({"name": "postgres", "type": "postgres",
-                          "batch": {"max_wait_ms": WAREHOUSE_WAIT_MS},
-                          "settings": {"dsn": self.postgres_dsn,
-                                       "schema": f"bench_{self.run_id}"}})
-        else:
-            dests.append({"name": "webhook2", "type": "webhook", "batch": http_batch(),
-                          "settings": {"url": url("webhook", "webhook2")}})
-        return dests
+        path = self.workdir / f"warehouse-{uuid.uuid4().hex[:6]}.duckdb"
+        return destinations(self.sinks_url, warehouse, dead, duckdb_path=path,
+                            postgres_dsn=self.postgres_dsn, run_id=self.run_id)
 
     def config(self, phase: str, topic: str, warehouse: str,
                dead: str | None = None) -> dict[str, Any]:

@@ -73,8 +73,21 @@ def spawn(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
 
 
 def kill9(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
+    """``kill -9`` the router. Its DuckDB child dies with it (PR_SET_PDEATHSIG), and
+    multiprocessing's resource tracker, left alone, unlinks the child's semaphores (a
+    kill of the whole group leaked five ``/dev/shm/sem.mp-*`` per kill). Whatever of the
+    group is still there after 10 s is killed too."""
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)  # anyone left in the router's group?
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 async def produce(bootstrap: str, topic: str, values: Iterable[bytes | dict[str, Any]],
