@@ -8,6 +8,7 @@ destinations show the rows they would load.
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
 
 import orjson
@@ -75,15 +76,24 @@ def _payload(dest: Any, event: dict[str, Any]) -> dict[str, Any]:
     encoded = connector.encode([event], dest.settings)
     if encoded.rejected:
         return {"decision": "rejected", "reason": encoded.rejected[0]}
-    requests = []
-    for request in encoded.requests:
-        try:
-            body: Any = orjson.loads(request.body)
-        except orjson.JSONDecodeError:
-            body = request.body.decode("utf-8", "replace")
-        requests.append({"method": request.method, "url": request.url,
-                         "headers": request.headers, "body": body})
-    return {"requests": requests}
+    return {"requests": [_request(request) for request in encoded.requests]}
+
+
+def _request(request: Any) -> dict[str, Any]:
+    """A request as it would be sent, its body readable: JSON parsed, text as text, and a
+    gzipped body (Mixpanel's import) shown decompressed, with its size on the wire."""
+    shown: dict[str, Any] = {"method": request.method, "url": request.url,
+                             "headers": request.headers}
+    raw = request.body
+    encoding = {k.lower(): v for k, v in request.headers.items()}.get("content-encoding")
+    if encoding == "gzip":
+        shown["body_encoding"] = f"gzip, {len(raw)} bytes sent"
+        raw = gzip.decompress(raw)
+    try:
+        shown["body"] = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        shown["body"] = raw.decode("utf-8", "replace")
+    return shown
 
 
 def render(config: Config, data: bytes) -> str:

@@ -158,6 +158,9 @@ destinations:
     type: webhook
     where: 'type = "identify"'
     settings: {url: "http://127.0.0.1:9/hook"}
+  - name: mixpanel
+    type: mixpanel
+    settings: {project_token: dry-run-token, api_secret: dry-run-api-secret}
 """)
     events = tmp_path / "events.ndjson"
     events.write_text(
@@ -180,3 +183,11 @@ destinations:
                                                        "reason": "consent"}
     assert results[2]["decision"] == "dead-letter" and "invalid_json" in results[2]["reason"]
     assert "dry-run-secret-key" not in out  # the api_key is in Amplitude's body: redacted
+    # Mixpanel's import body goes gzipped: shown decompressed, its token redacted
+    mixpanel = first["mixpanel"]["requests"][0]
+    assert mixpanel["headers"]["Content-Encoding"] == "gzip"
+    assert mixpanel["body_encoding"].startswith("gzip, ")
+    [imported] = mixpanel["body"]
+    assert imported["event"] == "Order Completed"
+    assert imported["properties"]["$insert_id"] == "m1"
+    assert "dry-run-token" not in out and "dry-run-api-secret" not in out
