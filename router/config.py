@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from destinations.base import Connector
 from destinations.registry import REGISTRY
@@ -229,14 +230,18 @@ class Config(Frozen):
         [], description="Where events go.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Logs.")
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> Config:
-        seen: set[str] = set()
-        for dest in self.destinations:
-            if dest.name in seen:
-                raise ValueError(f"destination name {dest.name!r} is used twice")
-            seen.add(dest.name)
-        return self
+    @field_validator("destinations")
+    @classmethod
+    def _unique_names(cls, destinations: list[DestinationBase]) -> list[DestinationBase]:
+        seen: dict[str, int] = {}
+        for i, dest in enumerate(destinations):
+            if dest.name in seen:  # reported at the second one's name (``_describe``)
+                raise PydanticCustomError(
+                    "duplicate_destination_name",
+                    "destination name '{name}' is already used by destinations[{first}]",
+                    {"name": dest.name, "index": i, "first": seen[dest.name]})
+            seen[dest.name] = i
+        return destinations
 
 
 def load(path: str | Path, env: dict[str, str] | None = None) -> Config:
@@ -256,6 +261,8 @@ def _describe(err: Any, data: Any, lines: configfile.Lines) -> str:
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "unknown_destination_type":
         loc = (*loc, "type")
+    elif err["type"] == "duplicate_destination_name":
+        loc = (*loc, err["ctx"]["index"], "name")
     if err["type"] == "extra_forbidden":
         message = "unknown key (not part of the config contract)"
     elif err["type"] == "missing":
