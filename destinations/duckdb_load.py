@@ -21,7 +21,7 @@ import orjson
 from destinations import duckdb_set
 from destinations.base import Event
 from destinations.duckdb_plan import Unsupported
-from destinations.duckdb_set import rows_within, transaction
+from destinations.duckdb_set import rows_within, transaction, unloaded
 from destinations.duckdb_users import upsert_users
 from destinations.duckdb_wh import Settings
 from router.delivery.outcome import Outcome
@@ -233,9 +233,8 @@ class DuckDBSender:
             if table == "users":
                 upsert_users(con, self.ns, names, source, [path])
             else:
-                con.execute(insert_sql(self.ns, table, names, source + (
-                    f" WHERE NOT EXISTS (SELECT 1 FROM {self.ns}.{quote(table)} AS old "
-                    f"WHERE old.id = new.id{rows_within(rows)})"), on_conflict=False), [path])
+                con.execute(insert_sql(self.ns, table, names, source + unloaded(
+                    self.ns, table, rows_within(rows)), on_conflict=False), [path])
         except duckdb.InvalidInputException:
             columnar(rows, kinds)  # raises Misfit naming the culprit (the batch then bisects)
             raise
