@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from router import topics
 from router.config import Config
-from router.delivery.retry import headers_of
+from router.delivery.retry import ORIGIN_HEADERS, headers_of
 
 
 async def replay(config: Config, *, destination: str | None = None, since: str | None = None,
@@ -73,8 +73,7 @@ async def replay(config: Config, *, destination: str | None = None, since: str |
                     by = counts["by_destination"]
                     by[target] = by.get(target, 0) + 1
                     if not dry_run:
-                        origin = [(h, headers[h].encode()) for h in
-                                  ("source_topic", "source_partition", "source_offset")
+                        origin = [(h, headers[h].encode()) for h in ORIGIN_HEADERS
                                   if h in headers]
                         futures.append(await producer.send(
                             f"{k.retry_topic_prefix}.{target}", record.value, key=record.key,

@@ -41,9 +41,16 @@ def outbox_producer(options: dict[str, Any], max_event_bytes: int) -> AIOKafkaPr
 
 
 def source_headers(env: Envelope) -> Headers:
-    """Where the event first came from; a re-driven record keeps its original origin."""
-    return [("source_topic", env.topic.encode()), ("source_partition", b"%d" % env.partition),
-            ("source_offset", b"%d" % env.offset)]
+    """Where the event first came from, and when it was appended there (epoch ms); a
+    re-driven record keeps its original origin. The time goes in a header, not as the
+    record's own timestamp: a retry topic's retention would count from it, and a backlog
+    parked days after it was published could be deleted before its retry."""
+    headers = [("source_topic", env.topic.encode()),
+               ("source_partition", b"%d" % env.partition),
+               ("source_offset", b"%d" % env.offset)]
+    if env.append_ms is not None and env.append_ms >= 0:
+        headers.append(("source_timestamp", b"%d" % env.append_ms))
+    return headers
 
 
 class Outbox:

@@ -23,7 +23,7 @@ from router.events import Invalid, decode
 from router.offsets import Envelope, Tracker
 from router.telemetry import DestinationStats
 
-ORIGIN_HEADERS = ("source_topic", "source_partition", "source_offset")
+ORIGIN_HEADERS = ("source_topic", "source_partition", "source_offset", "source_timestamp")
 
 
 def headers_of(record: Any) -> dict[str, str]:
@@ -60,13 +60,16 @@ class RetryDriver:
         chunk = self.tracker.add(tp, due[0][0].offset, due[-1][0].offset, len(due))
         dest = self.destination
         for record, headers in due:
+            # timed from its first append: end-to-end latency, and a missing timestamp
+            # inferred as it was the first time (parked before the header existed: its park)
+            appended = int(headers.get("source_timestamp") or record.timestamp)
             env = Envelope(record.value, tp.topic, tp.partition, record.offset,
-                           record.timestamp, record.key, chunk, self.tracker)
+                           appended, record.key, chunk, self.tracker)
             env.attempts = int(headers.get("attempts", 0) or 0)
             env.first_failure_at = float(headers.get("first_failure_at", 0) or 0) or now
             env.origin = [(k, headers[k].encode()) for k in ORIGIN_HEADERS if k in headers]
             env.pending = 1
-            event = decode(record.value, record.timestamp, self.max_event_bytes)
+            event = decode(record.value, appended, self.max_event_bytes)
             if isinstance(event, Invalid):
                 self._spawn(worker.outbox.dead_letter(
                     [(env, f"{event.reason}: {event.detail}")], dest.cfg.name))

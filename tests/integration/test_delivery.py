@@ -8,6 +8,7 @@ import os
 import signal
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -414,6 +415,38 @@ async def test_per_user_order_survives_a_transient_failure(kafka_bootstrap: str,
     for user in ("alice", "bob", "carol"):
         got = [e["messageId"] for e in sink.received if e["userId"] == user]
         assert got == sorted(got), f"{user}'s events arrived out of order: {got}"
+
+
+async def test_a_redriven_event_keeps_its_first_append_time(kafka_bootstrap: str,
+                                                            make_topic: Any) -> None:
+    """An event with no time field gets its ``timestamp`` from its record's append time;
+    parked and re-driven, it still does (``source_timestamp``), not from the park's, and
+    its end-to-end latency counts from the first append."""
+    topic = await make_topic()
+    event = {"type": "track", "event": "Timeless", "userId": "user-1", "messageId": "t-1"}
+    await produce(kafka_bootstrap, topic, [event])
+    [source] = await read_all(kafka_bootstrap, topic)
+    await asyncio.sleep(1.5)  # the park happens well after the append
+    async with WebhookSink() as sink:
+        sink.down_until = asyncio.get_running_loop().time() + 2.0
+        cfg = config_dict(kafka_bootstrap, topic, [
+            {**webhook("hook", f"{sink.url}/events"),
+             "delivery": {"inline_retries": 0, "park_backoff_s": 0.5, "backoff_max_s": 1.0,
+                          "circuit_failures": 100}}])
+        async with running(cfg) as router:
+            await sink.wait_for(lambda: sink.ids == ["t-1"], 30)
+            stats = router.stats.destinations["hook"]
+            assert stats.parked >= 1 and stats.delivered == 1
+            ages = stats.end_to_end
+    parked = await read_all(kafka_bootstrap, f"{topic}.retry.hook")
+    assert len(parked) == stats.parked  # parked again while the sink was down: same origin
+    assert {headers(r)["source_timestamp"] for r in parked} == {str(source.timestamp)}
+    assert parked[0].timestamp >= source.timestamp + 1500  # the park's own record is later
+    [delivered] = sink.received
+    first = datetime.fromtimestamp(source.timestamp / 1000, UTC)
+    assert delivered["timestamp"] == first.isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+    assert ages.count == 1 and ages.total >= 1.5  # from the first append, not the park
 
 
 async def test_per_user_order_survives_spilling(kafka_bootstrap: str,

@@ -66,7 +66,7 @@ async def test_a_large_park_keeps_each_records_partition_offset_and_headers(
                            "first_failure_at": "1700000000.5", "last_error": "HTTP 503",
                            "not_before": repr(due), "source_topic": "input",
                            "source_partition": str(env.partition),
-                           "source_offset": str(env.offset)}
+                           "source_offset": str(env.offset), "source_timestamp": "0"}
     # order within a partition is the park's order
     for p in partitions:
         placed = [o for env, o in zip(first, offsets[:len(first)], strict=True)
