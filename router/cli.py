@@ -89,8 +89,8 @@ def dry_run(config_path: str, events: Any) -> None:
 
 @main.command()
 @CONFIG_OPTION
-@click.option("--destination", "-d", help="Re-drive to this destination (default: to the "
-              "destination each event was dead-lettered from).")
+@click.option("--destination", "-d", help="Only the events this destination dead-lettered "
+              "(default: all; each goes back to the destination that dead-lettered it).")
 @click.option("--since", help="Only events dead-lettered at or after this ISO time.")
 @click.option("--limit", type=int, help="At most this many events.")
 @click.option("--dry-run", is_flag=True, help="Count what would be re-driven; change nothing.")
