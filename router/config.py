@@ -60,12 +60,42 @@ class KafkaConfig(Frozen):
     drain_grace_s: float = Field(20, gt=0, description="SIGTERM: time to finish in-flight work.")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="As in aiokafka.")
-    sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="With SASL_PLAINTEXT or SASL_SSL (required there).")
     sasl_plain_username: str | None = Field(None, description="SASL user name.")
     sasl_plain_password: SecretStr | None = Field(None, description="SASL password.")
-    ssl_cafile: str | None = Field(None, description="CA bundle for SSL.")
+    ssl_cafile: str | None = Field(None, description="CA bundle for SSL (SSL, SASL_SSL).")
     ssl_certfile: str | None = Field(None, description="Client certificate for SSL.")
     ssl_keyfile: str | None = Field(None, description="Client key for SSL.")
+
+    @model_validator(mode="after")
+    def _security_settings_match_the_protocol(self) -> KafkaConfig:
+        """A SASL or SSL setting the protocol would ignore is a mistake, not a no-op (the
+        operator believes authentication or TLS is on); SASL needs all three settings."""
+        protocol = self.security_protocol
+        sasl = {"sasl_mechanism": self.sasl_mechanism,
+                "sasl_plain_username": self.sasl_plain_username,
+                "sasl_plain_password": self.sasl_plain_password}
+        if protocol.startswith("SASL_"):
+            for name, value in sasl.items():
+                if not value:
+                    raise field_error(name, f"required with security_protocol {protocol}")
+        else:
+            for name, value in sasl.items():
+                if value:
+                    raise field_error(name, f"only used with SASL_PLAINTEXT or SASL_SSL; "
+                                      f"security_protocol is {protocol}")
+        if not protocol.endswith("SSL"):
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                if getattr(self, name):
+                    raise field_error(name, f"only used with SSL or SASL_SSL; "
+                                      f"security_protocol is {protocol}")
+        return self
+
+
+def field_error(field: str, message: str) -> PydanticCustomError:
+    """A model validator's error reported at one of its fields (``_describe``)."""
+    return PydanticCustomError("field_error", "{message}", {"field": field, "message": message})
 
 
 class ServerConfig(Frozen):
@@ -263,6 +293,8 @@ def _describe(err: Any, data: Any, lines: configfile.Lines) -> str:
         loc = (*loc, "type")
     elif err["type"] == "duplicate_destination_name":
         loc = (*loc, err["ctx"]["index"], "name")
+    elif err["type"] == "field_error":
+        loc = (*loc, err["ctx"]["field"])
     if err["type"] == "extra_forbidden":
         message = "unknown key (not part of the config contract)"
     elif err["type"] == "missing":

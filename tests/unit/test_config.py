@@ -49,6 +49,21 @@ CASES = [
      4, "kafka.topics: the key is given twice"),
     ("unknown transform", GOOD + "    transforms:\n      - uppercase: [event]\n", 10,
      "destinations[0].transforms[0]"),
+    ("SASL without its password", GOOD.replace(
+        "  topics: [events]\n", "  topics: [events]\n  security_protocol: SASL_SSL\n"
+        "  sasl_mechanism: SCRAM-SHA-512\n  sasl_plain_username: router\n"), 1,
+     "kafka.sasl_plain_password: required with security_protocol SASL_SSL"),
+    ("SASL setting under PLAINTEXT", GOOD.replace(
+        "  topics: [events]\n", "  topics: [events]\n  sasl_plain_username: router\n"), 4,
+     "kafka.sasl_plain_username: only used with SASL_PLAINTEXT or SASL_SSL"),
+    ("SSL file under SASL_PLAINTEXT", GOOD.replace(
+        "  topics: [events]\n", "  topics: [events]\n  security_protocol: SASL_PLAINTEXT\n"
+        "  sasl_mechanism: PLAIN\n  sasl_plain_username: u\n  sasl_plain_password: p\n"
+        "  ssl_cafile: /etc/ca.pem\n"), 8,
+     "kafka.ssl_cafile: only used with SSL or SASL_SSL"),
+    ("unknown SASL mechanism", GOOD.replace(
+        "  topics: [events]\n", "  topics: [events]\n  security_protocol: SASL_SSL\n"
+        "  sasl_mechanism: KERBEROS\n"), 5, "kafka.sasl_mechanism: Input should be"),
 ]
 
 
@@ -117,3 +132,20 @@ def test_generated_reference_and_schema_are_current() -> None:
     assert Path("docs/reference.md").read_text() == render(), "run `make docs`"
     on_disk = orjson.loads(Path("config/router.schema.json").read_bytes())
     assert on_disk == json_schema(), "run `make docs`"
+
+
+def test_a_sasl_ssl_config_reaches_the_kafka_client(tmp_path: Path) -> None:
+    from router.app import kafka_options
+
+    path = tmp_path / "router.yaml"
+    path.write_text(GOOD.replace("  topics: [events]\n", "  topics: [events]\n"
+                                 "  security_protocol: SASL_SSL\n"
+                                 "  sasl_mechanism: SCRAM-SHA-256\n"
+                                 "  sasl_plain_username: router\n"
+                                 "  sasl_plain_password: ${KAFKA_PASSWORD}\n"))
+    options = kafka_options(load(path, env={"KAFKA_PASSWORD": "s3cret"}))
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("router",
+                                                                                "s3cret")
+    assert options["ssl_context"] is not None
