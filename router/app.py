@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import signal
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 from pydantic import SecretStr
 
 from router import config as config_mod
@@ -87,7 +89,15 @@ class Router:
 
     # -- building ---------------------------------------------------------------------
     async def start(self) -> None:
+        """Build everything and join the group. The operator's server comes up first, so
+        that while Kafka is awaited ``/healthz`` answers and ``/readyz`` says not ready;
+        if ``stop()`` comes meanwhile, it returns with ``started`` still False."""
         cfg = self.config
+        if cfg.server.listen and self.server is None:
+            from router.server import start_server
+            self.server = await start_server(self, cfg.server.listen)
+        if not await self._reach_kafka():
+            return
         await self._ensure_topics(cfg, [d.name for d in cfg.destinations if d.enabled])
         self.producer = outbox_producer(kafka_options(cfg), cfg.kafka.max_event_bytes)
         await self.producer.start()
@@ -113,9 +123,6 @@ class Router:
         await self.source.start()
         for retry_source in self.retry_sources.values():
             await retry_source.start()
-        if cfg.server.listen:
-            from router.server import start_server
-            self.server = await start_server(self, cfg.server.listen)
         # Events are acyclic dicts freed by reference counting; with thousands in flight
         # the default cyclic-GC thresholds rescan them constantly. Freeze what start-up
         # built and collect rarely (docs/performance.md).
@@ -125,6 +132,29 @@ class Router:
         self.started = True
         log.info("Router started.", destinations=sorted(self.destinations),
                  topics=list(k.topics), group_id=k.group_id)
+
+    async def _reach_kafka(self) -> bool:
+        """Wait until a broker answers, retrying every 1 s doubling to 30 s with one log
+        line each time: Kafka starting after the router (a compose file, a broker
+        restart) is not a crash. False if ``stop()`` came first."""
+        options = kafka_options(self.config)
+        delay = 1.0
+        while not self.stopping.is_set():
+            try:
+                await topics.reach(options)
+                return True
+            except KafkaConnectionError as exc:
+                log.warning("Kafka is not reachable yet; retrying.",
+                            bootstrap_servers=self.config.kafka.bootstrap_servers,
+                            error=str(exc), retry_in_s=delay)
+            waited = 0.0
+            while waited < delay and not self.stopping.is_set():
+                self.last_tick = time.monotonic()  # alive and waiting: not a stall
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), min(1.0, delay - waited))
+                waited += 1.0
+            delay = min(delay * 2, 30.0)
+        return False
 
     async def _ensure_topics(self, cfg: Config, destinations: list[str]) -> None:
         k = cfg.kafka
@@ -186,13 +216,19 @@ class Router:
     # -- running ----------------------------------------------------------------------
     async def run(self, install_signals: bool = True) -> None:
         """Run until stop() (or SIGTERM/SIGINT); SIGHUP reloads the config."""
-        if not self.started:
-            await self.start()
         loop = asyncio.get_running_loop()
-        if install_signals:
+        if install_signals:  # first: a SIGTERM while Kafka is awaited stops cleanly too
             loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
             loop.add_signal_handler(signal.SIGINT, self.stopping.set)
             loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+        if not self.started:
+            try:
+                await self.start()
+            finally:
+                if not self.started:  # stopped (or failed) before it ran: close what it opened
+                    await self.shutdown()
+            if not self.started:
+                return
         assert self.source is not None
         self.tasks["input"] = loop.create_task(self.source.run())
         for name, retry_source in self.retry_sources.items():
@@ -213,6 +249,9 @@ class Router:
             await self.shutdown()
 
     def _reload_soon(self) -> None:
+        if not self.started:
+            log.warning("Reload ignored: the router has not started yet.")
+            return
         task = asyncio.get_running_loop().create_task(self.reload())
         self.tasks[f"reload:{id(task)}"] = task
         task.add_done_callback(lambda t: self.tasks.pop(f"reload:{id(t)}", None))
@@ -265,6 +304,8 @@ class Router:
         config is refused and the running one kept."""
         if self.config_path is None:
             return False, "the router was not started from a config file"
+        if not self.started:
+            return False, "the router has not started yet (it is waiting for Kafka)"
         try:
             new = config_mod.load(self.config_path)
         except ConfigError as exc:

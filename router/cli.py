@@ -54,13 +54,19 @@ def run(config_path: str, config_file: str | None) -> None:
 
     The config is -c FILE or a positional FILE."""
     config_path = config_file or config_path
+    from aiokafka.errors import KafkaError
+
     from router.app import Router
     from router.telemetry import configure_logging
 
     config = _load(config_path)
     configure_logging(config.log_level)
     _loop_policy()
-    asyncio.run(Router(config, config_path).run())
+    try:
+        asyncio.run(Router(config, config_path).run())
+    except KafkaError as exc:  # e.g. refused credentials: the message, not a traceback
+        click.echo(f"event-router: Kafka refused to start the router: {exc!r}", err=True)
+        sys.exit(1)
 
 
 @main.command()

@@ -16,6 +16,16 @@ def partition_of(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+async def reach(options: dict[str, Any]) -> None:
+    """Bootstrap once and let go: raises ``KafkaConnectionError`` while no broker answers."""
+    admin = AIOKafkaAdminClient(**options)
+    try:
+        await admin.start()
+    finally:
+        with contextlib.suppress(Exception):  # closing a client that never started
+            await admin.close()
+
+
 async def ensure(options: dict[str, Any], names: list[str], partitions: int,
                  replication: int) -> list[str]:
     """Create the topics that do not exist yet; return the ones created."""
