@@ -125,6 +125,18 @@ class TrackingPlanConfig(Frozen):
         "allow", description="Events that break their schema: pass, tag context.violations, "
         "or dead-letter with reason tracking_plan.")
 
+    @model_validator(mode="after")
+    def _readable(self) -> TrackingPlanConfig:
+        """The plan is read and its schemas checked now, so that ``validate`` catches a
+        missing file or a bad schema rather than the router's start."""
+        from router.stages.tracking_plan import TrackingPlan
+
+        try:
+            TrackingPlan.from_file(self.path, self.unplanned, self.violations)
+        except ValueError as exc:
+            raise field_error("path", str(exc)) from exc
+        return self
+
 
 class PipelineConfig(Frozen):
     dedupe: DedupeConfig | None = Field(DedupeConfig(), description="null disables dedupe.")
@@ -136,6 +148,16 @@ class PipelineConfig(Frozen):
     @classmethod
     def _path_shorthand(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
+
+    @field_validator("suppressed_users")
+    @classmethod
+    def _suppression_readable(cls, value: str | None) -> str | None:
+        """A missing list would forward the users it suppresses: refused at ``validate``."""
+        if value is not None:
+            from router.stages.suppression import Suppression
+
+            Suppression(value)  # ValueError: cannot read the suppressed-users file ...
+        return value
 
 
 class BatchConfig(Frozen):
@@ -307,8 +329,11 @@ def _strip_tags(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     out: list[Any] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part not in node and part in REGISTRY:
-            continue  # the discriminator's tag, not a key in the file
+        if isinstance(node, dict) and part not in node and (
+                part in REGISTRY or (out and part == out[-1])):
+            continue  # a union's tag, not a key in the file (transforms[1].rename_events)
+        if isinstance(node, str | int | float | bool):
+            break  # nothing is inside a scalar: a union's tag (transforms[0].python)
         if (isinstance(part, str) and part.startswith("function-")) or part in ("str", "int"):
             continue
         out.append(part)

@@ -90,9 +90,12 @@ async def produce(config: Config, topic: str, lines: list[bytes], demo: int = 0,
         for line in lines:
             if line.strip():
                 try:
-                    key = key_of(orjson.loads(line))
+                    parsed = orjson.loads(line)
                 except orjson.JSONDecodeError:
-                    key = None  # published as-is: the router dead-letters it with a reason
+                    parsed = None
+                # anything but an object is published as-is, keyless: the router
+                # dead-letters it with a reason
+                key = key_of(parsed) if isinstance(parsed, dict) else None
                 futures.append(await producer.send(topic, line.strip(), key=key))
         for event in generate(demo, seed=random.randrange(2**32) if seed is None else seed):
             futures.append(await producer.send(topic, orjson.dumps(event), key=key_of(event)))

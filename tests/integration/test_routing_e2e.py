@@ -191,3 +191,25 @@ destinations:
     assert imported["event"] == "Order Completed"
     assert imported["properties"]["$insert_id"] == "m1"
     assert "dry-run-token" not in out and "dry-run-api-secret" not in out
+
+
+async def test_produce_publishes_every_line_as_is(kafka_bootstrap: str, make_topic: Any,
+                                                  tmp_path: Path) -> None:
+    """``event-router produce FILE``: each non-blank line is one record, byte for byte,
+    keyed by its user when it is an event; JSON that is not an object and text that is
+    not JSON go as they are, keyless (the router then dead-letters them with a reason)."""
+    topic = await make_topic(partitions=1)
+    config = tmp_path / "router.yaml"
+    config.write_text(f"kafka:\n  bootstrap_servers: {kafka_bootstrap}\n"
+                      f"  topics: [{topic}]\ndestinations: []\n")
+    lines = [b'{"type":"track","event":"A","userId":"user-7","messageId":"p1"}',
+             b"[1, 2]", b"", b"not json", b'"a string"']
+    events = tmp_path / "events.ndjson"
+    events.write_bytes(b"\n".join(lines) + b"\n")
+    done = subprocess.run([sys.executable, "-m", "router.cli", "produce", "-c", str(config),
+                           str(events)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"published 4 events to {topic}"
+    records = await read_all(kafka_bootstrap, topic)
+    assert [r.value for r in records] == [line for line in lines if line]
+    assert [r.key for r in records] == [b"user-7", None, None, None]

@@ -61,6 +61,15 @@ CASES = [
         "  sasl_mechanism: PLAIN\n  sasl_plain_username: u\n  sasl_plain_password: p\n"
         "  ssl_cafile: /etc/ca.pem\n"), 8,
      "kafka.ssl_cafile: only used with SSL or SASL_SSL"),
+    ("bad rename", GOOD + "    transforms:\n      - rename_events: {a: 1}\n", 10,
+     "destinations[0].transforms[0].rename_events.a: Input should be a valid string"),
+    ("python transform that does not import", GOOD + "    transforms:\n"
+     "      - python: 'no_such_module_xyz:f'\n", 10,
+     "destinations[0].transforms[0].python: cannot import the python transform"),
+    ("missing suppressed-users file", GOOD + "pipeline:\n  suppressed_users: /no/such/file\n",
+     10, "pipeline.suppressed_users: cannot read the suppressed-users file /no/such/file"),
+    ("missing tracking plan", GOOD + "pipeline:\n  tracking_plan: /no/such/plan.yaml\n", 10,
+     "pipeline.tracking_plan.path: cannot read the tracking plan /no/such/plan.yaml"),
     ("unknown SASL mechanism", GOOD.replace(
         "  topics: [events]\n", "  topics: [events]\n  security_protocol: SASL_SSL\n"
         "  sasl_mechanism: KERBEROS\n"), 5, "kafka.sasl_mechanism: Input should be"),
@@ -149,3 +158,16 @@ def test_a_sasl_ssl_config_reaches_the_kafka_client(tmp_path: Path) -> None:
     assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("router",
                                                                                 "s3cret")
     assert options["ssl_context"] is not None
+
+
+def test_a_tracking_plan_with_a_bad_schema_fails_validate(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("events:\n  Signed Up: {type: objekt}\n")
+    path = tmp_path / "router.yaml"
+    path.write_text(GOOD + f"pipeline:\n  tracking_plan: {{path: {plan}, violations: block}}\n")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    [problem] = info.value.problems
+    assert problem.startswith(f"{path}:10: pipeline.tracking_plan.path: {plan}")
+    plan.write_text("events:\n  Signed Up: {type: object}\n")
+    assert load(path).pipeline.tracking_plan is not None  # fixed: valid
