@@ -98,7 +98,6 @@ class Router:
             self.server = await start_server(self, cfg.server.listen)
         if not await self._reach_kafka():
             return
-        await self._ensure_topics(cfg, [d.name for d in cfg.destinations if d.enabled])
         self.producer = outbox_producer(kafka_options(cfg), cfg.kafka.max_event_bytes)
         await self.producer.start()
         self.outbox = Outbox(self.producer, cfg.kafka.dead_letter_topic,
@@ -134,14 +133,19 @@ class Router:
                  topics=list(k.topics), group_id=k.group_id)
 
     async def _reach_kafka(self) -> bool:
-        """Wait until a broker answers, retrying every 1 s doubling to 30 s with one log
-        line each time: Kafka starting after the router (a compose file, a broker
-        restart) is not a crash. False if ``stop()`` came first."""
-        options = kafka_options(self.config)
+        """Wait until a broker answers (and create the missing topics), retrying every
+        1 s doubling to 30 s with one log line each time: Kafka starting after the router
+        (a compose file, a broker restart) is not a crash. False if ``stop()`` came
+        first."""
+        cfg = self.config
         delay = 1.0
         while not self.stopping.is_set():
             try:
-                await topics.reach(options)
+                if cfg.kafka.create_topics:  # its admin client is the first contact
+                    await self._ensure_topics(cfg, [d.name for d in cfg.destinations
+                                                    if d.enabled])
+                else:
+                    await topics.reach(kafka_options(cfg))
                 return True
             except KafkaConnectionError as exc:
                 log.warning("Kafka is not reachable yet; retrying.",

@@ -28,10 +28,11 @@ async def reach(options: dict[str, Any]) -> None:
 
 async def ensure(options: dict[str, Any], names: list[str], partitions: int,
                  replication: int) -> list[str]:
-    """Create the topics that do not exist yet; return the ones created."""
+    """Create the topics that do not exist yet; return the ones created. Raises
+    ``KafkaConnectionError`` while no broker answers (as ``reach``)."""
     admin = AIOKafkaAdminClient(**options)
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
@@ -40,7 +41,8 @@ async def ensure(options: dict[str, Any], names: list[str], partitions: int,
                                            for n in missing])
         return missing
     finally:
-        await admin.close()
+        with contextlib.suppress(Exception):  # closing a client that never started
+            await admin.close()
 
 
 async def partitions(options: dict[str, Any], topic: str) -> list[int]:
