@@ -96,6 +96,9 @@ class Router:
         if cfg.server.listen and self.server is None:
             from router.server import start_server
             self.server = await start_server(self, cfg.server.listen)
+        if "housekeeping" not in self.tasks:  # ticks for /healthz through a long group join
+            self.tasks["housekeeping"] = asyncio.get_running_loop().create_task(
+                self._housekeeping())
         if not await self._reach_kafka():
             return
         self.producer = outbox_producer(kafka_options(cfg), cfg.kafka.max_event_bytes)
@@ -151,12 +154,8 @@ class Router:
                 log.warning("Kafka is not reachable yet; retrying.",
                             bootstrap_servers=self.config.kafka.bootstrap_servers,
                             error=str(exc), retry_in_s=delay)
-            waited = 0.0
-            while waited < delay and not self.stopping.is_set():
-                self.last_tick = time.monotonic()  # alive and waiting: not a stall
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), min(1.0, delay - waited))
-                waited += 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
             delay = min(delay * 2, 30.0)
         return False
 
@@ -237,7 +236,8 @@ class Router:
         self.tasks["input"] = loop.create_task(self.source.run())
         for name, retry_source in self.retry_sources.items():
             self.tasks[f"retry:{name}"] = loop.create_task(retry_source.run())
-        self.tasks["housekeeping"] = loop.create_task(self._housekeeping())
+        if "housekeeping" not in self.tasks:
+            self.tasks["housekeeping"] = loop.create_task(self._housekeeping())
         stop = loop.create_task(self.stopping.wait())
         try:
             while not self.stopping.is_set():
