@@ -22,14 +22,16 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from router.logs import configure_stdlib
+
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000)
 
 
 def configure_logging(level: str = "info", stream: Any = None) -> None:
-    logging.basicConfig(level=level.upper(), stream=stream or sys.stderr, format="%(message)s")
-    for noisy in ("aiokafka", "kafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """JSON lines on stderr: the router's own (structlog) and the standard library's
+    (libraries, the warehouse loaders: ``router.logs``) alike."""
+    configure_stdlib(level, stream)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import ctypes
 import importlib
+import logging
 import multiprocessing
 import os
 import signal
@@ -55,6 +56,7 @@ import orjson
 from router.delivery.gate import Withdrawn
 from router.delivery.outcome import Outcome, Retry
 from router.events import json_array
+from router.logs import configure_stdlib
 
 _loader: Any = None  # the child's instance
 CHILD_NICENESS = 10
@@ -69,9 +71,10 @@ def load_attr(path: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
-def _init(factory: Any, settings: Any, parent: int) -> None:
+def _init(factory: Any, settings: Any, parent: int, log_level: int) -> None:
     global _loader
     _die_with_parent(parent)
+    configure_stdlib(log_level)  # the loader's warnings as JSON lines, as the router's
     with contextlib.suppress(OSError):  # bulk work yields the CPU to the router's event loop
         os.nice(CHILD_NICENESS)
     _loader = (load_attr(factory) if isinstance(factory, str) else factory)(settings)
@@ -126,7 +129,8 @@ class ProcessSender:
         if self.pool is None:
             self.pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init, initargs=(self.factory, self.settings, os.getpid()))
+                initializer=_init, initargs=(self.factory, self.settings, os.getpid(),
+                                             logging.getLogger().getEffectiveLevel()))
         return self.pool
 
     async def start(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from router.delivery.gate import Withdrawn
@@ -61,6 +63,20 @@ class Slow:
         time.sleep(max(e.get("sleep", 0) for e in events))
         with self.log.open("a") as log:
             log.write(" ".join(str(e["id"]) for e in events) + "\n")
+        return [DELIVERED] * len(events)
+
+    def close_sync(self) -> None:
+        pass
+
+
+class Warns:
+    """Logs a warning through the standard library as the child builds it (as DuckDB's
+    loader does when its file is locked)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        logging.getLogger("destinations.example").warning("file %s is locked", settings["path"])
+
+    def send_sync(self, events: list[dict[str, Any]]) -> list[Outcome]:
         return [DELIVERED] * len(events)
 
     def close_sync(self) -> None:
@@ -208,3 +224,17 @@ def test_the_duckdb_child_imports_no_connector_but_its_own() -> None:
     assert loaded == ["destinations.base", "destinations.duckdb_load",
                       "destinations.duckdb_plan", "destinations.duckdb_set",
                       "destinations.duckdb_users", "destinations.duckdb_wh"]
+
+
+async def test_the_childs_log_lines_are_json_as_the_routers(capfd: Any) -> None:
+    sender = ProcessSender(Warns, {"path": "/data/x.duckdb"})
+    await sender.start()
+    try:
+        assert await sender.send([{"id": 1}]) == [DELIVERED]
+    finally:
+        await sender.close()
+    [line] = [x for x in capfd.readouterr().err.splitlines() if "is locked" in x]
+    record = orjson.loads(line)  # one JSON object, not the message as plain text
+    assert record["event"] == "file /data/x.duckdb is locked"
+    assert record["level"] == "warning" and record["logger"] == "destinations.example"
+    assert record["timestamp"].endswith("Z")

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import io
+import logging
+from collections.abc import Iterator
 
-from router.telemetry import LATENCY_BUCKETS_S, Histogram
+import orjson
+import pytest
+import structlog
+
+from router.telemetry import LATENCY_BUCKETS_S, Histogram, configure_logging, logger
 
 
 @pytest.mark.parametrize("skewed", [False, True])
@@ -19,3 +25,35 @@ def test_observe_ages_matches_observe_per_value(skewed: bool) -> None:
     many.observe_ages(times, now_ms)
     assert many.counts == one.counts and many.count == one.count == len(times)
     assert abs(many.total - one.total) < 1e-9
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level, config = root.handlers[:], root.level, structlog.get_config()
+    yield
+    root.handlers[:], root.level = handlers, level
+    structlog.configure(**config)
+
+
+def test_every_log_line_is_one_json_object(restored_logging: None) -> None:
+    """The router's own lines (structlog) and the standard library's (aiokafka, aiohttp,
+    the warehouse loaders) share one format: a log pipeline parses each line as JSON."""
+    out = io.StringIO()
+    configure_logging("info", out)
+    logger("router.test").warning("Destination stalled.", destination="duckdb")
+    logging.getLogger("aiokafka.conn").error("Unable connect to %s", "127.0.0.1:1")
+    logging.getLogger("aiokafka.conn").info("connected")  # aiokafka's INFO is chatter
+    logging.getLogger("destinations.postgres").debug("below the level")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("destinations.postgres").exception("Load failed.")
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [(x["level"], x["event"]) for x in lines] == [
+        ("warning", "Destination stalled."), ("error", "Unable connect to 127.0.0.1:1"),
+        ("error", "Load failed.")]
+    assert lines[0]["destination"] == "duckdb"
+    assert lines[1]["logger"] == "aiokafka.conn"
+    assert "ValueError: boom" in lines[2]["exception"]
+    assert all(x["timestamp"].endswith("Z") for x in lines)
