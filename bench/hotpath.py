@@ -25,6 +25,7 @@ from collections import namedtuple
 from typing import Any
 
 import orjson
+from aiokafka import TopicPartition
 
 from bench.harness import destinations, override
 from bench.load import make_events
@@ -40,18 +41,7 @@ from router.topics import partition_of
 Record = namedtuple("Record", "value offset timestamp key")
 PARTITIONS = 6
 FETCH = 2000  # the router's kafka.fetch_max_records
-
-
-class Topic:
-    """A TopicPartition's shape, as the pipeline uses it."""
-
-    __slots__ = ("partition", "topic")
-
-    def __init__(self, topic: str, partition: int) -> None:
-        self.topic, self.partition = topic, partition
-
-    def __hash__(self) -> int:
-        return hash((self.topic, self.partition))
+Fetch = list[tuple[TopicPartition, list[Record]]]  # one getmany: records per partition
 
 
 class AnsweredSender(HttpSender):
@@ -76,7 +66,7 @@ class Outbox:
         raise AssertionError(f"parked in the hot-path run: {args}")
 
 
-def fetches(values: list[bytes], keys: list[bytes]) -> list[list[tuple[Topic, list[Record]]]]:
+def fetches(values: list[bytes], keys: list[bytes]) -> list[Fetch]:
     """The events as ``getmany`` would hand them over: per partition in offset order,
     ``FETCH`` records per fetch spread over the partitions."""
     now_ms = int(time.time() * 1000)
@@ -84,7 +74,7 @@ def fetches(values: list[bytes], keys: list[bytes]) -> list[list[tuple[Topic, li
     for key, value in zip(keys, values, strict=True):
         records = per[partition_of(key, PARTITIONS)]
         records.append(Record(value, len(records), now_ms, key))
-    tps = [Topic("events", p) for p in range(PARTITIONS)]
+    tps = [TopicPartition("events", p) for p in range(PARTITIONS)]
     share = FETCH // PARTITIONS
     out = []
     for start in range(0, max(map(len, per)), share):
@@ -93,8 +83,7 @@ def fetches(values: list[bytes], keys: list[bytes]) -> list[list[tuple[Topic, li
     return out
 
 
-async def run_once(config: Config, fetched: list[list[tuple[Topic, list[Record]]]]
-                   ) -> tuple[float, dict[str, int], int]:
+async def run_once(config: Config, fetched: list[Fetch]) -> tuple[float, dict[str, int], int]:
     stats, outbox, tracker = Stats(), Outbox(), Tracker()
     dests, senders = [], []
     for cfg in config.destinations:

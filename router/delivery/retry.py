@@ -30,6 +30,17 @@ def headers_of(record: Any) -> dict[str, str]:
     return {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}
 
 
+def first_append(headers: dict[str, str], appended: int) -> int:
+    """When the event was first appended (epoch ms, ``source_timestamp``), from which its
+    end-to-end latency counts and a missing ``timestamp`` is inferred as it was the first
+    time; the retry record's own time if the header is missing (parked by an older
+    version) or unreadable."""
+    try:
+        return int(headers["source_timestamp"])
+    except (KeyError, ValueError):
+        return appended
+
+
 class RetryDriver:
     def __init__(self, destination: Any, tracker: Tracker, stats: DestinationStats,
                  max_event_bytes: int) -> None:
@@ -60,9 +71,7 @@ class RetryDriver:
         chunk = self.tracker.add(tp, due[0][0].offset, due[-1][0].offset, len(due))
         dest = self.destination
         for record, headers in due:
-            # timed from its first append: end-to-end latency, and a missing timestamp
-            # inferred as it was the first time (parked before the header existed: its park)
-            appended = int(headers.get("source_timestamp") or record.timestamp)
+            appended = first_append(headers, record.timestamp)
             env = Envelope(record.value, tp.topic, tp.partition, record.offset,
                            appended, record.key, chunk, self.tracker)
             env.attempts = int(headers.get("attempts", 0) or 0)
