@@ -90,9 +90,11 @@ def _purchases(event: Event, settings: Settings, when: str) -> list[dict[str, An
             return f"product {n} quantity {quantity!r}: Braze takes integers from 1 to 100"
         extra = {k: v for k, v in product.items() if k not in ("product_id", "price",
                                                                "quantity")}
+        if (order_id := properties.get("order_id")) is not None:  # no null property
+            extra["order_id"] = order_id
         found.append({"product_id": str(product_id), "currency": currency,
                       "price": price, "quantity": quantity, "time": when,
-                      "properties": {**extra, "order_id": properties.get("order_id")}})
+                      "properties": extra})
     return found
 
 

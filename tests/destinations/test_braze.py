@@ -125,6 +125,16 @@ def test_bad_products_reject_the_order(product: dict[str, Any], reason: str) -> 
     assert encoded.requests == [] and reason in encoded.rejected[0]
 
 
+def test_an_order_without_order_id_sends_no_null_property() -> None:
+    event = order()
+    del event["properties"]["order_id"]
+    [request] = encode([event], settings()).requests
+    [purchase] = body(request)["purchases"]
+    assert purchase["properties"] == {}  # Braze's property values are never null
+    [with_id] = body(encode([order(order_id="o9")], settings()).requests[0])["purchases"]
+    assert with_id["properties"] == {"order_id": "o9"}
+
+
 def test_order_without_products_is_a_custom_event() -> None:
     event = track("u1", "Order Completed", order_id="o1", total=5)
     [request] = encode([event], settings()).requests
