@@ -213,7 +213,7 @@ class DestinationBase(Frozen):
             try:
                 compile_fql(value)
             except FQLSyntaxError as exc:
-                raise ValueError(f"FQL syntax error at position {exc.position}: {exc}") from exc
+                raise ValueError(f"FQL syntax error: {exc}") from exc
         return value
 
     @model_validator(mode="after")

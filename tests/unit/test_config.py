@@ -35,7 +35,8 @@ CASES = [
                                 "lots"), 4, "kafka.max_in_flight_events: Input should be a "
      "valid integer"),
     ("bad FQL", GOOD + "    where: 'event = '\n", 9,
-     "destinations[0].where: FQL syntax error at position"),
+     "destinations[0].where: FQL syntax error: expected a value, found end of expression at "
+     "position 8"),
     ("batch above the connector limit", GOOD + "    batch: {max_events: 5000}\n", 5,
      "batch.max_events 5000 is above the webhook limit of 1000"),
     ("duplicate names", GOOD + GOOD.split("destinations:\n")[1], 9,
