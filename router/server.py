@@ -154,9 +154,12 @@ def snapshot(router: Any) -> dict[str, Any]:
         row["p99_s"] = dest.stats.end_to_end.quantile(0.99)
         dests.append(row)
     s = router.stats
-    return {"time": time.time(), "received": s.received, "invalid": sum(s.invalid.values()),
-            "in_flight": router.tracker.in_flight, "lag": sum(s.lag.values()),
-            "destinations": dests}
+    state = ("stopping" if router.stopping.is_set() else "running" if router.started
+             else "starting")  # starting: waiting for Kafka, or joining the group
+    return {"time": time.time(), "state": state,
+            "kafka": router.config.kafka.bootstrap_servers, "received": s.received,
+            "invalid": sum(s.invalid.values()), "in_flight": router.tracker.in_flight,
+            "lag": sum(s.lag.values()), "destinations": dests}
 
 
 async def start_server(router: Any, listen: str) -> web.AppRunner:

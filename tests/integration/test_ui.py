@@ -7,6 +7,7 @@ The screenshot lands in tests/artifacts/ui.png for a human to look at.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -164,3 +165,33 @@ async def test_live_page_follows_the_events(kafka_bootstrap: str, make_topic: An
             assert not outside, f"the page must load nothing from elsewhere: {outside}"
             shown = await page.content()
             assert SECRET not in shown and TOKEN not in shown
+
+
+async def test_the_page_says_the_router_is_waiting_for_kafka(make_topic: Any,
+                                                             free_port: int) -> None:
+    """Started before its brokers, the router serves the page, which says it is starting
+    and where it is waiting for Kafka, instead of showing an empty, "live" overview."""
+    import socket
+
+    from router.app import Router
+    from router.config import Config
+
+    with socket.socket() as s:  # a port nothing listens on: Kafka "not there yet"
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{s.getsockname()[1]}"
+    cfg = config_dict(nowhere, await make_topic(), [webhook("hook", "http://127.0.0.1:9/x")])
+    cfg["server"] = {"listen": f"127.0.0.1:{free_port}"}
+    router = Router(Config.model_validate(cfg))
+    task = asyncio.create_task(router.run(install_signals=False))
+    try:
+        async with chromium_page() as page:
+            await page.goto(f"http://127.0.0.1:{free_port}/ui")
+            await page.wait_for_selector("#banner:not([hidden])")
+            banner = await page.text_content("#banner") or ""
+            assert f"waiting for Kafka at {nowhere}" in banner
+            assert await page.text_content("#conn-text") == "Starting"
+            assert await page.get_attribute("#conn", "data-state") == "starting"
+    finally:
+        router.stop()
+        await asyncio.wait_for(task, 30)
+    assert not router.started
