@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from router import topics
 from router.config import Config
-from router.delivery.retry import ORIGIN_HEADERS, headers_of
+from router.delivery.retry import ORIGIN_HEADERS, headers_of, number
 
 
 async def replay(config: Config, *, destination: str | None = None, since: str | None = None,
@@ -62,7 +62,7 @@ async def replay(config: Config, *, destination: str | None = None, since: str |
                         continue
                     counts["scanned"] += 1
                     headers = headers_of(record)
-                    failed_at = float(headers.get("last_failure_at", 0) or 0)
+                    failed_at = number(headers, "last_failure_at", 0.0)
                     target = headers.get("destination")  # invalid input has none
                     if (target not in known or failed_at < since_s
                             or (limit is not None and counts["replayed"] >= limit)

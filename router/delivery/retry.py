@@ -30,15 +30,21 @@ def headers_of(record: Any) -> dict[str, str]:
     return {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}
 
 
+def number(headers: dict[str, str], name: str, default: float) -> float:
+    """A numeric header, or ``default`` when it is missing or unreadable: a record put in
+    a retry topic by hand must not stop the retry driver (and with it the router)."""
+    try:
+        return float(headers[name])
+    except (KeyError, ValueError):
+        return default
+
+
 def first_append(headers: dict[str, str], appended: int) -> int:
     """When the event was first appended (epoch ms, ``source_timestamp``), from which its
     end-to-end latency counts and a missing ``timestamp`` is inferred as it was the first
     time; the retry record's own time if the header is missing (parked by an older
     version) or unreadable."""
-    try:
-        return int(headers["source_timestamp"])
-    except (KeyError, ValueError):
-        return appended
+    return int(number(headers, "source_timestamp", appended))
 
 
 class RetryDriver:
@@ -61,7 +67,7 @@ class RetryDriver:
         due = []
         for record in records:
             headers = headers_of(record)
-            not_before = float(headers.get("not_before", 0) or 0)
+            not_before = number(headers, "not_before", 0.0)  # unreadable: due now
             if not_before > now:
                 self._wait(consumer, tp, record.offset, not_before - now)
                 break
@@ -74,8 +80,8 @@ class RetryDriver:
             appended = first_append(headers, record.timestamp)
             env = Envelope(record.value, tp.topic, tp.partition, record.offset,
                            appended, record.key, chunk, self.tracker)
-            env.attempts = int(headers.get("attempts", 0) or 0)
-            env.first_failure_at = float(headers.get("first_failure_at", 0) or 0) or now
+            env.attempts = int(number(headers, "attempts", 0))
+            env.first_failure_at = number(headers, "first_failure_at", 0.0) or now
             env.origin = [(k, headers[k].encode()) for k in ORIGIN_HEADERS if k in headers]
             env.pending = 1
             event = decode(record.value, appended, self.max_event_bytes)

@@ -449,6 +449,34 @@ async def test_a_redriven_event_keeps_its_first_append_time(kafka_bootstrap: str
     assert ages.count == 1 and ages.total >= 1.5  # from the first append, not the park
 
 
+async def test_a_retry_record_with_unreadable_headers_is_delivered_not_fatal(
+        kafka_bootstrap: str, make_topic: Any) -> None:
+    """A record put in a retry topic by hand, with headers that are not numbers: the
+    retry driver reads them as defaults (due now, no attempts yet) and delivers it; the
+    router keeps running (a crash there used to stop it)."""
+    from aiokafka import AIOKafkaProducer
+
+    topic = await make_topic()
+    event = {"type": "track", "event": "Handmade", "userId": "user-1", "messageId": "h-1",
+             "timestamp": "2026-11-25T04:00:00Z"}
+    async with WebhookSink() as sink:
+        cfg = config_dict(kafka_bootstrap, topic, [webhook("hook", f"{sink.url}/events")])
+        async with running(cfg) as router:
+            producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+            await producer.start()
+            try:
+                await producer.send_and_wait(
+                    f"{topic}.retry.hook", orjson.dumps(event), key=b"user-1",
+                    headers=[("attempts", b"many"), ("not_before", b"soon"),
+                             ("first_failure_at", b"?"), ("source_timestamp", b"x")])
+            finally:
+                await producer.stop()
+            await sink.wait_for(lambda: sink.ids == ["h-1"], 30)
+            await asyncio.sleep(0.5)
+            assert not router.stopping.is_set()
+            assert not [n for n, t in router.tasks.items() if t.done()]
+
+
 async def test_per_user_order_survives_spilling(kafka_bootstrap: str,
                                                 make_topic: Any) -> None:
     topic = await make_topic(partitions=2)
