@@ -18,6 +18,7 @@ from destinations.base import (
     Limits,
     Request,
     Response,
+    array_body,
     array_head,
     classify_http,
     encode_in_parts,
@@ -162,7 +163,7 @@ def encode_prepared(items: list[bytes | str], settings: Settings) -> Encoded:
         fields: dict[str, Any] = {"api_key": settings.api_key.get_secret_value()}
         if settings.min_id_length is not None:
             fields["options"] = {"min_id_length": settings.min_id_length}
-        body = array_head(fields, "events") + b",".join(jsons) + b"]}"
+        body = array_body(array_head(fields, "events"), jsons)
         headers = {"Content-Type": "application/json"}
         url = settings.endpoint or ENDPOINTS[settings.region]
         encoded.requests.append(Request(url, body, positions, headers))

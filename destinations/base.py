@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -140,9 +140,14 @@ def prepared(result: dict[str, Any] | str) -> bytes | str:
 
 
 def array_head(fields: dict[str, Any], key: str) -> bytes:
-    """The start of a JSON object of ``fields`` and then ``key``, an array: the caller
-    appends the array's items joined by commas, and ``]}``."""
+    """The start of a JSON object of ``fields`` and then ``key``, an array, up to its
+    first item (``array_body`` completes it)."""
     return orjson.dumps({**fields, key: []})[:-3] + b"["
+
+
+def array_body(head: bytes, jsons: Iterable[bytes]) -> bytes:
+    """``array_head``'s object completed: the array's items (already JSON), closed."""
+    return head + b",".join(jsons) + b"]}"
 
 
 def encode_in_parts(prepare: Callable[[Event, Any], bytes | str],

@@ -37,6 +37,7 @@ from destinations.base import (
     Limits,
     Request,
     Response,
+    array_body,
     array_head,
     classify_http,
 )
@@ -124,7 +125,7 @@ def encode(events: list[Event], settings: Settings) -> Encoded:
 
 
 def _request(url: str, head: bytes, items: list[bytes], positions: list[int]) -> Request:
-    body = head + b",".join(items) + b"]}"
+    body = array_body(head, items)
     return Request(url + "/insertAll", body, positions, {"Content-Type": "application/json"})
 
 

@@ -29,7 +29,7 @@ from destinations.base import (
     split_prepared,
 )
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Split
-from router.events import time_ms
+from router.events import array_of, time_ms
 
 HOSTS = {"us": "https://api.mixpanel.com", "eu": "https://api-eu.mixpanel.com",
          "in": "https://api-in.mixpanel.com"}
@@ -176,12 +176,13 @@ def prepare(event: Event, settings: Settings) -> bytes | str:
 def encode_prepared(items: list[bytes | str], settings: Settings) -> Encoded:
     jsons, positions, encoded = split_prepared(items)
     host = (settings.api_host or HOSTS[settings.region]).rstrip("/")
-    imports = [(p, j) for p, j in zip(positions, jsons, strict=True) if type(j) is not EngageUpdate]
-    updates = [(p, j) for p, j in zip(positions, jsons, strict=True) if type(j) is EngageUpdate]
+    pairs = list(zip(positions, jsons, strict=True))
+    imports = [(p, j) for p, j in pairs if type(j) is not EngageUpdate]
+    updates = [(p, j) for p, j in pairs if type(j) is EngageUpdate]
     if imports:
         authorization, query = import_auth(settings)
         headers = {"Content-Type": "application/json", "Authorization": authorization}
-        body = b"[" + b",".join(j for _, j in imports) + b"]"
+        body = array_of(j for _, j in imports)
         if settings.gzip:
             body = gzip.compress(body, compresslevel=1, mtime=0)
             headers["Content-Encoding"] = "gzip"
@@ -189,9 +190,8 @@ def encode_prepared(items: list[bytes | str], settings: Settings) -> Encoded:
                                         [p for p, _ in imports], headers))
     if updates:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        encoded.requests.append(Request(f"{host}/engage?verbose=1",
-                                        b"[" + b",".join(j for _, j in updates) + b"]",
-                                        [p for p, _ in updates], headers))
+        encoded.requests.append(Request(f"{host}/engage?verbose=1", array_of(
+            j for _, j in updates), [p for p, _ in updates], headers))
     return encoded
 
 

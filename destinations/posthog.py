@@ -21,6 +21,7 @@ from destinations.base import (
     Limits,
     Request,
     Response,
+    array_body,
     array_head,
     classify_http,
     encode_in_parts,
@@ -65,7 +66,7 @@ def encode_prepared(items: list[bytes | str], settings: Settings) -> Encoded:
         head = array_head({"api_key": settings.api_key.get_secret_value(),
                            "historical_migration": settings.historical_migration}, "batch")
         url = settings.host.rstrip("/") + "/batch/"
-        encoded.requests.append(Request(url, head + b",".join(batch) + b"]}", positions,
+        encoded.requests.append(Request(url, array_body(head, batch), positions,
                                         {"Content-Type": "application/json"}))
     return encoded
 

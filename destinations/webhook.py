@@ -29,6 +29,7 @@ from destinations.base import (
     classify_http,
 )
 from router.delivery.outcome import Outcome, Partial
+from router.events import array_of
 
 
 class Settings(ConnectorSettings):
@@ -47,7 +48,7 @@ def encode(events: list[Event], settings: Settings) -> Encoded:
 
 def encode_raw(jsons: list[bytes], settings: Settings) -> Encoded:
     """The same body from the events' JSON as it is (no re-serialising)."""
-    return _encoded(b"[" + b",".join(jsons) + b"]", len(jsons), settings)
+    return _encoded(array_of(jsons), len(jsons), settings)
 
 
 def _encoded(body: bytes, count: int, settings: Settings) -> Encoded:

@@ -152,7 +152,7 @@ class Router:
                 return True
             except KafkaConnectionError as exc:
                 log.warning("Kafka is not reachable yet; retrying.",
-                            bootstrap_servers=self.config.kafka.bootstrap_servers,
+                            bootstrap_servers=cfg.kafka.bootstrap_servers,
                             error=str(exc), retry_in_s=delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)

@@ -15,6 +15,7 @@ Timestamps stay ISO-8601 strings in the dict; ``parse_time`` turns one into a da
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,7 +74,12 @@ def json_array(events: list[dict[str, Any]], raws: list[bytes | None] | None) ->
     """A batch as one JSON array (``event_jsons`` when the records' bytes are given)."""
     if raws is None:
         return orjson.dumps(events)
-    return b"[" + b",".join(event_jsons(events, raws)) + b"]"
+    return array_of(event_jsons(events, raws))
+
+
+def array_of(jsons: Iterable[bytes]) -> bytes:
+    """A JSON array of values already serialised."""
+    return b"[" + b",".join(jsons) + b"]"
 
 
 def user_key(event: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ import orjson
 from aiokafka import TopicPartition
 
 from destinations import amplitude
-from destinations.base import array_head, compact_json
+from destinations.base import array_body, array_head, compact_json
 from router.config import Config
 from router.delivery.http import HttpSender
 from router.delivery.outcome import Delivered, Rejected
@@ -164,5 +164,5 @@ def test_compact_json_is_orjson_dumps_and_array_head_opens_the_array() -> None:
     assert type(out) is bytes and out == orjson.dumps(value)
     items = [compact_json({"n": 1}), compact_json({"n": 2})]
     for fields in ({}, {"api_key": "k", "options": {"x": 1}}):
-        body = array_head(fields, "events") + b",".join(items) + b"]}"
+        body = array_body(array_head(fields, "events"), items)
         assert orjson.loads(body) == {**fields, "events": [{"n": 1}, {"n": 2}]}
