@@ -43,7 +43,7 @@ def make_events(n: int, seed: int = 7) -> Events:
     values, keys, consented = [], [], 0
     for event in generate(n, seed=seed):
         values.append(orjson.dumps(event))
-        keys.append(key_of(event))
+        keys.append(key_of(event) or b"")  # the demo's events all carry an id
         consented += consents(event)
     return Events(values, keys, consented)
 
@@ -132,7 +132,7 @@ async def produce_paced(bootstrap: str, topic: str, partitions: int, rate: int, 
             now = time.time()
             batches: dict[int, tuple[Any, list[str]]] = {}
             for event in events[tick * per_tick:(tick + 1) * per_tick]:
-                key = key_of(event)
+                key = key_of(event) or b""
                 p = partition_of(key, partitions)
                 if p not in batches:
                     batches[p] = (producer.create_batch(), [])

@@ -72,8 +72,12 @@ def generate(n: int, seed: int = 7, users: int = 500) -> Iterator[dict[str, Any]
         yield event
 
 
-def key_of(event: dict[str, Any]) -> bytes:
-    return str(event.get("userId") or event.get("anonymousId") or "").encode()
+def key_of(event: dict[str, Any]) -> bytes | None:
+    """The record key collectors use: the user's id (so one user's events stay in order
+    on one partition); none for an event without ids, which the producer then spreads
+    over the partitions rather than hashing every such event to one."""
+    ident = event.get("userId") or event.get("anonymousId")
+    return None if ident is None or ident == "" else str(ident).encode()
 
 
 async def produce(config: Config, topic: str, lines: list[bytes], demo: int = 0,

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from router.demo import key_of
 from router.events import Invalid, decode, time_ms
 
 
@@ -87,3 +89,15 @@ def test_time_ms_is_the_exact_millisecond_of_any_iso_timestamp(moment: datetime,
                                   "2026-11-24T25:00:00.000Z", "not a time", "", None, 5])
 def test_time_ms_of_what_does_not_parse_is_zero(text: object) -> None:
     assert time_ms({"timestamp": text}) == 0
+
+
+@pytest.mark.parametrize(("event", "key"), [
+    ({"userId": "u1", "anonymousId": "a1"}, b"u1"),
+    ({"anonymousId": "a1"}, b"a1"),
+    ({"userId": "", "anonymousId": "a1"}, b"a1"),
+    ({"userId": 42}, b"42"),
+    ({"type": "track"}, None),  # no id: keyless, spread over partitions, not all on one
+    ({"userId": "", "anonymousId": ""}, None),
+])
+def test_produce_keys_records_by_user(event: dict[str, Any], key: bytes | None) -> None:
+    assert key_of(event) == key
