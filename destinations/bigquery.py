@@ -194,7 +194,10 @@ CONNECTOR = Connector(
     name="bigquery",
     display_name="Google BigQuery",
     settings=Settings,
-    limits=Limits(max_events=500, max_bytes=MAX_REQUEST_BYTES, max_wait_ms=1000),
+    # 50,000 rows is BigQuery's per-request limit; 500 is only its recommendation, so it is
+    # the default a config may raise (a batch of one table's rows fits 10 MB either way).
+    limits=Limits(max_events=MAX_ROWS, max_bytes=MAX_REQUEST_BYTES, max_wait_ms=1000,
+                  default_events=500),
     encode=encode,
     classify=classify,
     authenticate=authenticate,

@@ -214,6 +214,10 @@ def classify(response: base.Response, request: Request) -> Outcome:
         elif after is None and interval.isdigit():
             after = int(interval) / 1000
         return Retry(f"HubSpot rate limit (429 {policy})", after)
+    if status == 423:  # documented: a lock on the records lasts 2 s; retry after that
+        return Retry("HubSpot records locked (423)", max(base.retry_after_s(headers) or 0, 2.0))
+    if status == 477:  # documented: account moving between data centres; Retry-After says when
+        return Retry("HubSpot account migration in progress (477)", base.retry_after_s(headers))
     reason = f"HubSpot refused the request ({status}): {str(data.get('message'))[:300]}"
     if status == 400 and len(request.events) > 1:  # one bad input fails the batch: halve it
         return Split(reason)
@@ -245,6 +249,7 @@ alias calls are rejected with a reason (filter them with `where`). Unmapped trai
 dropped (HubSpot refuses unknown properties). Event properties: scalars, names lower-cased;
 a bad name or more than 50 rejects the event. Identifies for one email merge (later traits
 win). 207 rejects only the inputs named; a 400 (one bad input fails a batch) is split
-until the bad event is isolated. 429 waits for `Retry-After`, else the rate-limit interval.
+until the bad event is isolated. 429 waits for `Retry-After`, else the rate-limit interval;
+423 (records locked) waits at least 2 s and 477 (account migration) its `Retry-After`.
 """,
 )

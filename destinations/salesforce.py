@@ -183,6 +183,11 @@ def classify(response: base.Response, request: Request) -> Outcome:
     if status == 401:  # INVALID_SESSION_ID: the engine drops the token and retries once
         return Retry(f"Salesforce session invalid ({code or 401})", reauth=True)
     if status == 403 and code == "REQUEST_LIMIT_EXCEEDED":
+        # One code, two limits: too many concurrent long-running requests clears as soon
+        # as some finish (retry with the usual backoff); the rolling 24-hour allocation
+        # does not (wait an hour).
+        if "concurrent" in message.lower():
+            return Retry(f"Salesforce concurrent request limit: {message}")
         return Retry(f"Salesforce API request limit: {message}", 3600.0)
     reason = f"Salesforce HTTP {status} {code}: {message}"
     if status in (400, 413) and len(request.events) > 1:
@@ -228,6 +233,7 @@ oauth2/token`; data calls go to `instance_url`, which must equal the token's
 `instance_url`. A 401 (INVALID_SESSION_ID) refreshes the token and retries once.
 Per-record errors reject only their events; UNABLE_TO_LOCK_ROW and a track record's
 "Foreign key external ID … not found" (its Lead not yet upserted) are retried; 403
-REQUEST_LIMIT_EXCEEDED is retried after an hour; a 400 for a whole request is split.
+REQUEST_LIMIT_EXCEEDED is retried after an hour (the concurrent-request limit, with the
+usual backoff); a 400 for a whole request is split.
 """,
 )

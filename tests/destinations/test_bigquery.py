@@ -14,9 +14,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from multidict import CIMultiDict
+from pydantic import ValidationError
 
 from destinations.base import Request, Response
 from destinations.bigquery import CONNECTOR, Settings, authenticate, classify, encode
+from router.config import Config
 from router.delivery.http import HttpSender
 from router.delivery.outcome import DELIVERED, Delivered, Partial, Rejected, Retry, Split
 from tests.destinations.harness import send_once
@@ -66,7 +68,9 @@ def google_error(code: int, reason: str, message: str = "m") -> dict[str, Any]:
 
 def test_connector_declaration_and_settings() -> None:
     assert (CONNECTOR.name, CONNECTOR.display_name) == ("bigquery", "Google BigQuery")
-    assert (CONNECTOR.limits.max_events, CONNECTOR.limits.max_bytes) == (500, 10_000_000)
+    limits = CONNECTOR.limits
+    assert (limits.default_events, limits.max_events, limits.max_bytes) == (500, 50_000,
+                                                                            10_000_000)
     assert CONNECTOR.authenticate is authenticate and CONNECTOR.classify is classify
     assert "PRIVATE KEY" not in repr(settings())
     with pytest.raises(ValueError, match="one of"):
@@ -75,6 +79,21 @@ def test_connector_declaration_and_settings() -> None:
         settings(service_account_json="{nope")
     with pytest.raises(ValueError, match="client_email"):
         settings(service_account_json='{"private_key": "k"}')
+
+
+def test_batches_are_500_rows_unless_set_and_may_be_larger() -> None:
+    """500 rows a request is Google's recommendation, 50,000 its limit: a config may raise
+    the batch above 500 (it used to be refused), not above 50,000."""
+    def destination(batch: dict[str, int]) -> Any:
+        return Config.model_validate({"destinations": [{
+            "name": "bq", "type": "bigquery", "batch": batch, "settings": {
+                "project": "acme", "dataset": "segment",
+                "service_account_json": orjson.dumps(KEY).decode()}}]}).destinations[0]
+
+    assert destination({}).max_events == 500
+    assert destination({"max_events": 2000}).max_events == 2000
+    with pytest.raises(ValidationError, match="above the bigquery limit of 50000"):
+        destination({"max_events": 60_000})
 
 
 def test_minimal_events_one_request_per_table() -> None:

@@ -215,6 +215,19 @@ def test_classify_429_honours_rate_limit_headers(payload: Any, headers: dict[str
     assert isinstance(outcome, Retry) and outcome.after_s == after_s
 
 
+@pytest.mark.parametrize(("status", "headers", "after_s"), [
+    (423, {}, 2.0),  # "Locks will last for 2 seconds": wait at least that
+    (423, {"Retry-After": "5"}, 5.0),
+    (477, {"Retry-After": "3600"}, 3600.0),  # migration in progress: its Retry-After
+])
+def test_classify_locked_and_migrating_are_retried(status: int, headers: dict[str, str],
+                                                   after_s: float) -> None:
+    """developers.hubspot.com/docs/api-reference/error-handling: 423 and 477 are
+    transient; they used to be dead-lettered as 4xx."""
+    outcome = classify(response(status, {"status": "error"}, **headers), upsert_request(2))
+    assert isinstance(outcome, Retry) and outcome.after_s == after_s
+
+
 # --- end to end against the fake ---------------------------------------------------------
 
 

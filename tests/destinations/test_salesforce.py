@@ -147,6 +147,12 @@ def test_classify_statuses() -> None:
     limit = [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
     outcome = classify(response(403, limit), two)
     assert isinstance(outcome, Retry) and outcome.after_s == 3600.0 and not outcome.reauth
+    # the same code for the concurrent long-running request limit, which clears in seconds
+    # (developer.salesforce.com, "API Request Limits and Allocations"): no hour-long wait
+    concurrent = [{"message": "ConcurrentRequests (Concurrent API Requests) Limit exceeded.",
+                   "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+    outcome = classify(response(403, concurrent), two)
+    assert isinstance(outcome, Retry) and outcome.after_s is None
     bad = [{"message": "No such column 'Foo'", "errorCode": "INVALID_FIELD"}]
     assert isinstance(classify(response(400, bad), two), Split)
     outcome = classify(response(400, bad), one)
