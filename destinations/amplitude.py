@@ -34,6 +34,7 @@ ENDPOINTS = {"standard": "https://api2.amplitude.com/2/httpapi",
 DEFAULT_MIN_ID_LENGTH = 5
 NUMBERS = (int, float)  # exactly: a bool is not a number here
 THROTTLE_PAUSE_S = 30.0  # Amplitude: stop sending for a throttled user/device for 30 s
+PLATFORMS = {"ios": "iOS", "android": "Android"}
 INDEXED_400_FIELDS = ("events_with_invalid_fields", "events_with_missing_fields",
                       "events_with_invalid_id_lengths")
 
@@ -98,9 +99,9 @@ def convert(event: Event, settings: Settings) -> dict[str, Any] | str:
     get = event.get
     ctx: dict[str, Any] = get("context") or {}
     device: dict[str, Any] = ctx.get("device") or {}
-    anonymous_id = get("anonymousId")
-    device_id = (anonymous_id or device.get("id") if settings.prefer_anonymous_id_for_device_id
-                 else device.get("id") or anonymous_id)
+    anonymous_id, context_id = _device_id(get("anonymousId")), _device_id(device.get("id"))
+    device_id = (anonymous_id or context_id if settings.prefer_anonymous_id_for_device_id
+                 else context_id or anonymous_id)
     out: dict[str, Any] = {"event_type": event_type(event, settings)}
     min_length = settings.min_id_length or DEFAULT_MIN_ID_LENGTH
     for name, value in (("user_id", get("userId")), ("device_id", device_id)):
@@ -133,12 +134,20 @@ def convert(event: Event, settings: Settings) -> dict[str, Any] | str:
     return out
 
 
+def _device_id(value: Any) -> Any:
+    """None for an all-zero id (an iOS IDFA under Limit Ad Tracking): Amplitude drops such
+    a device_id and fails the request, so another id (or none) is used instead."""
+    if not value or (type(value) is str and value[0] != "0"):  # most ids, at once
+        return value
+    return None if not str(value).replace("-", "").strip("0") else value
+
+
 def _context_fields(ctx: dict[str, Any], device: dict[str, Any], out: dict[str, Any]) -> None:
     library: dict[str, Any] = ctx.get("library") or {}
     library_name = library.get("name")
     app = ctx.get("app") or {}
     fields = [("ip", ctx.get("ip")), ("language", ctx.get("locale")),
-              ("platform", "Web" if library_name == "analytics.js" else device.get("type")),
+              ("platform", "Web" if library_name == "analytics.js" else _platform(device)),
               ("device_model", device.get("model")), ("app_version", app.get("version")),
               ("device_manufacturer", device.get("manufacturer"))]
     if os_ := ctx.get("os"):
@@ -150,6 +159,12 @@ def _context_fields(ctx: dict[str, Any], device: dict[str, Any], out: dict[str, 
             out[key] = value if type(value) is str else str(value)
     if library_name:
         out["library"] = f"{library_name}/{library.get('version', '')}".rstrip("/")
+
+
+def _platform(device: dict[str, Any]) -> Any:
+    """context.device.type, with Segment's spelling of Amplitude's platforms (ios → iOS)."""
+    kind = device.get("type")
+    return PLATFORMS.get(kind.lower(), kind) if type(kind) is str else kind
 
 
 def prepare(event: Event, settings: Settings) -> bytes | str:
@@ -241,16 +256,18 @@ CONNECTOR = Connector(
     classify=classify,
     docs="""\
 **Identity.** `user_id` = `userId`; `device_id` = `context.device.id`, else `anonymousId`
-(Segment's server-side rule). Ids shorter than 5 characters (or `min_id_length`) are
-rejected locally, as Amplitude would. `insert_id` = `messageId` (Amplitude dedupes 7 days).
+(Segment's server-side rule; an all-zero id, which Amplitude refuses, is skipped). Ids
+shorter than 5 characters (or `min_id_length`) are rejected locally, as Amplitude would.
+`insert_id` = `messageId` (Amplitude dedupes 7 days).
 
 **Mapping.** track → its event name; identify → `$identify` with `user_properties: {"$set":
 traits}`; group → `$identify` with `groups: {group_type: groupId}`; page/screen → `Viewed
 <category> <name> Page|Screen` (Segment's "Track Named Pages"), else `Loaded a Page|Screen`;
 alias → rejected (needs the usermap API). `time` in ms; context → `ip`, `platform` (`Web`
-for analytics.js, else device type), `os_*`, `device_*`, `app_version`, `library`, `language`,
-`country`, `city`. Revenue: `revenue` (Order Completed: else `total`, type `Purchase`),
-`price`, `quantity`, `productId`, `revenueType`; products stay in properties.
+for analytics.js, else device type, `ios`/`android` spelt `iOS`/`Android`), `os_*`,
+`device_*`, `app_version`, `library`, `language`, `country`, `city`. Revenue: `revenue`
+(Order Completed: else `total`, type `Purchase`), `price`, `quantity`, `productId`,
+`revenueType`; products stay in properties.
 
 **Errors.** A 400 naming events rejects those, re-sends the rest; naming none, rejects all.
 413 splits. 429 retries after 30 s; users/devices over their daily quota are rejected.""",

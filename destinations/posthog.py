@@ -113,9 +113,11 @@ def _item(event: Event, settings: Settings) -> dict[str, Any] | str:
         name = "$groupidentify"
         props.update({"$group_type": settings.group_type, "$group_key": str(event["groupId"]),
                       "$group_set": event.get("traits") or {}})
-    else:  # alias: previousId is merged into the new id, which becomes the main one
+    else:  # alias: PostHog merges the `alias` id into `distinct_id`, the person it keeps
+        # (and refuses if the alias's person is already identified), so the old id,
+        # previousId, is the alias and the new one, userId, the distinct_id.
         name = "$create_alias"
-        props["alias"], distinct_id = distinct_id, str(event["previousId"])
+        props["alias"] = str(event["previousId"])
     return {"event": name, "distinct_id": distinct_id, "properties": props,
             "timestamp": event["timestamp"],
             "uuid": str(uuid.uuid5(NAMESPACE, str(event["messageId"])))}
@@ -152,9 +154,10 @@ over a fixed namespace, so a retried event keeps its uuid and PostHog deduplicat
 `$anon_distinct_id` = anonymousId (when both ids are set); page → `$pageview` (`$current_url`,
 `$pathname`, `$referrer`, `$host`, `title`); screen → `$screen` (`$screen_name`); group →
 `$groupidentify` (`$group_type` from `group_type`, `$group_key`, `$group_set`); alias →
-`$create_alias` (`distinct_id` = previousId, `alias` = userId). Context becomes `$ip`,
-`$raw_user_agent`, `$lib`, `$lib_version`, `$os`, `$os_version`, `$app_*`, `$device_*`,
-`$locale`, `$timezone`, `$current_url`… and `utm_*`; event properties win over context.
+`$create_alias` (`distinct_id` = userId, `alias` = previousId, merged into it). Context
+becomes `$ip`, `$raw_user_agent`, `$lib`, `$lib_version`, `$os`, `$os_version`, `$app_*`,
+`$device_*`, `$locale`, `$timezone`, `$current_url`… and `utm_*`; event properties win over
+context.
 **Delivery.** One request per batch (PostHog sets no count limit; bodies < 20 MB; 413 →
 split). 400 and 401 (invalid project API key) are rejected; 429 and 5xx retried. PostHog
 answers 200 to events it drops, so a missing name or `distinct_id` is rejected locally.

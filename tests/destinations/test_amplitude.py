@@ -150,6 +150,24 @@ def test_local_rejections_have_reasons() -> None:
         "user_id"] == "42"
 
 
+def test_all_zero_device_id_is_not_sent() -> None:
+    # Amplitude (HTTP V2, "All-zero device IDs") drops an all-zero device_id and fails the
+    # request: anonymousId stands in for it, or the event goes with its user_id alone.
+    zeros = {"device": {"id": "00000000-0000-0000-0000-000000000000"}}
+    with_anon, user_only = native([track(anonymousId="anon-12345", context=zeros),
+                                   track(context=zeros)])
+    assert with_anon["device_id"] == "anon-12345"
+    assert "device_id" not in user_only and user_only["user_id"] == "user-12345"
+    rejected = encode([track(userId=None, anonymousId="0000-0000", context=zeros)], settings())
+    assert "device_id" in rejected.rejected[0]
+
+
+def test_platform_uses_segment_spelling() -> None:
+    # Segment's Amplitude destination writes device types as Amplitude's platforms.
+    events = [track(context={"device": {"type": kind}}) for kind in ("ios", "Android", "tv")]
+    assert [e["platform"] for e in native(events)] == ["iOS", "Android", "tv"]
+
+
 def test_all_rejected_means_no_request() -> None:
     encoded = encode([track(userId="1")], settings())
     assert encoded.requests == [] and list(encoded.rejected) == [0]

@@ -152,7 +152,9 @@ def test_screen_and_alias() -> None:
                            event("alias", previousId="anon-9", userId="user-9")])
     assert (screen["event"], screen["properties"]) == ("$screen", {"$screen_name": "Checkout"})
     assert alias["event"] == "$create_alias"
-    assert (alias["distinct_id"], alias["properties"]) == ("anon-9", {"alias": "user-9"})
+    # PostHog merges `alias` into `distinct_id` (the person kept) and refuses when the alias's
+    # person is identified: so the new id (userId) is kept and the old one (previousId) merged.
+    assert (alias["distinct_id"], alias["properties"]) == ("user-9", {"alias": "anon-9"})
 
 
 def test_event_properties_win_over_context() -> None:
