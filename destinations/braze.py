@@ -25,6 +25,17 @@ ARRAYS = ("attributes", "events", "purchases")
 STANDARD = {"firstName": "first_name", "lastName": "last_name", "email": "email",
             "phone": "phone", "address.city": "home_city", "address.country": "country",
             "avatar": "image_url"}
+# Keys that name the user or steer /users/track: a trait must never set them, or an identify
+# could update another user (a trait "external_id") or carry two identifiers.
+IDENTITY_KEYS = frozenset(("external_id", "user_alias", "braze_id", "_update_existing_only",
+                           "push_token_import"))
+# Braze's event object reserves these property keys ("will result in API errors"); Segment's
+# Braze destination removes them rather than losing the event.
+RESERVED_PROPERTIES = frozenset(("time", "event_name"))
+# Braze's `gender` takes only M, F, O, N or P; the common spellings of a Segment trait.
+GENDERS = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F",
+           "w": "F", "o": "O", "other": "O", "n": "N", "not applicable": "N",
+           "p": "P", "prefer not to say": "P"}
 
 
 class Settings(ConnectorSettings):
@@ -73,7 +84,9 @@ def _attributes(event: Event, settings: Settings) -> dict[str, Any]:
     if isinstance(birthday := traits.get("birthday"), str) and len(birthday) >= 10:
         found["dob"] = birthday[:10]  # Braze wants YYYY-MM-DD
         found.pop("birthday", None)
-    return found
+    if isinstance(gender := found.get("gender"), str):
+        found["gender"] = GENDERS.get(gender.strip().lower(), gender)
+    return {k: v for k, v in found.items() if k not in IDENTITY_KEYS}
 
 
 def _purchases(event: Event, settings: Settings, when: str) -> list[dict[str, Any]] | str:
@@ -88,8 +101,8 @@ def _purchases(event: Event, settings: Settings, when: str) -> list[dict[str, An
                     "product_id, currency and price")
         if not isinstance(quantity, int) or not 1 <= quantity <= 100:
             return f"product {n} quantity {quantity!r}: Braze takes integers from 1 to 100"
-        extra = {k: v for k, v in product.items() if k not in ("product_id", "price",
-                                                               "quantity")}
+        extra = {k: v for k, v in product.items()
+                 if k not in ("product_id", "price", "quantity", *RESERVED_PROPERTIES)}
         if (order_id := properties.get("order_id")) is not None:  # no null property
             extra["order_id"] = order_id
         found.append({"product_id": str(product_id), "currency": currency,
@@ -116,8 +129,10 @@ def _objects(event: Event, settings: Settings) -> tuple[str, list[dict[str, Any]
         if isinstance(purchases, str):
             return purchases
         return "purchases", [{**identity, **p} for p in purchases]
+    properties = {k: v for k, v in (event.get("properties") or {}).items()
+                  if k not in RESERVED_PROPERTIES}
     return "events", [{**identity, "name": event["event"], "time": when,
-                       "properties": event.get("properties") or {}}]
+                       "properties": properties}]
 
 
 def _group_key(purchase: dict[str, Any]) -> bytes:
@@ -180,18 +195,23 @@ def classify(response: base.Response, request: Request) -> Outcome:
     errors = [e for e in data.get("errors") or [] if isinstance(e, dict)]
     if 200 <= status < 300 and not errors:
         return DELIVERED
+    rejected: dict[int, str] = {}
     if errors and (200 <= status < 300 or status == 400):
         sent = orjson.loads(request.body)
-        rejected: dict[int, str] = {}
         for error in errors:
-            position = _position(sent, str(error.get("input_array")), int(error.get("index", -1)))
+            index = error.get("index")
+            position = _position(sent, str(error.get("input_array")),
+                                 index if isinstance(index, int) else -1)
             if position is not None:
                 rejected[position] = f"Braze: {error.get('type', 'invalid object')}"
-        if status == 400:  # nothing was processed: resend the objects Braze did not name
-            retry = {i: "resent without the invalid objects" for i in range(len(request.events))
-                     if i not in rejected}
-            return Partial(rejected=rejected, retry=retry)
+    if errors and 200 <= status < 300:
         return Partial(rejected=rejected)
+    if status == 400 and rejected:  # nothing was processed: resend what Braze did not name
+        retry = {i: "resent without the invalid objects" for i in range(len(request.events))
+                 if i not in rejected}
+        return Partial(rejected=rejected, retry=retry)
+    # a 400 whose errors name no object of ours would come back the same if resent whole:
+    # it is split (or rejected) below like any other 400
     reason = f"Braze HTTP {status}: {str(data.get('message', ''))[:300]}"
     if status == 401:
         return Rejected("Braze rejected the API key (401): check settings.api_key")
@@ -225,9 +245,11 @@ attribute (`traits.email` → `email`), never the identity.
 
 **Mapping.** identify → one attributes object: `attribute_map` (defaults firstName →
 first_name, lastName → last_name, email, phone, address.city → home_city,
-address.country → country, avatar → image_url), `birthday` → `dob` (YYYY-MM-DD), other
-traits as custom attributes unless `custom_attributes: false`. track → one event object
-(`name`, `time` ISO-8601 from the event timestamp, `properties`). Events listed in
+address.country → country, avatar → image_url), `birthday` → `dob` (YYYY-MM-DD), `gender`
+as Braze's code (male → M, female → F, other → O, …), other traits as custom attributes
+unless `custom_attributes: false`; a trait never sets `external_id`, `user_alias` or
+`braze_id`. track → one event object (`name`, `time` ISO-8601 from the event timestamp,
+`properties` without Braze's reserved `time` and `event_name`). Events listed in
 `purchase_events` (default Order Completed) with `properties.products` → one purchase per
 product (`product_id` or `sku`, `price`, `quantity` 1 to 100, `currency` from the event or
 `default_currency`, other product fields and `order_id` as properties); a product without

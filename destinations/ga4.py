@@ -88,11 +88,12 @@ def _add(url: str, head: dict[str, Any], members: list[tuple[int, dict[str, Any]
          out: Encoded) -> None:
     body = orjson.dumps({**head, "timestamp_micros": members[0][1]["timestamp_micros"],
                          "events": [e for _, e in members]})
-    if len(body) <= MAX_BODY_BYTES:
+    if len(body) < MAX_BODY_BYTES:  # "smaller than 130kB": 130,000 bytes is already too big
         out.requests.append(Request(url, body, [p for p, _ in members],
                                     {"Content-Type": "application/json"}))
     elif len(members) == 1:
-        out.rejected[members[0][0]] = f"{len(body)}-byte request; GA4 drops bodies over 130 kB"
+        out.rejected[members[0][0]] = (f"{len(body)}-byte request; GA4 drops bodies of "
+                                       "130 kB or more")
     else:
         for part in (members[:len(members) // 2], members[len(members) // 2:]):
             _add(url, head, part, out)
@@ -112,7 +113,9 @@ def _convert(event: Event, settings: Settings, now_us: int
                        "old; GA4 drops events backdated more than 72 h")
     name, params, user_properties = _map(event, settings)
     _check({name: 0}, "event name", 40, VALUE_CHARS, RESERVED_EVENTS)  # the name rules
-    if settings.engagement_time_msec:
+    # Our own addition must not cost the event its place: an event with GA4's 25 params
+    # goes without it rather than being refused for a 26th.
+    if settings.engagement_time_msec and len(params) < MAX_PARAMS:
         params.setdefault("engagement_time_msec", settings.engagement_time_msec)
     _check(params, "param", 40, VALUE_CHARS, RESERVED_PARAMS)
     if len(user_id := str(event.get("userId") or "")) > MAX_USER_ID_CHARS:

@@ -100,6 +100,42 @@ def test_birthday_becomes_dob_and_custom_attributes_can_be_off() -> None:
     assert attrs == {"external_id": "user-00001", "first_name": "Ada", "dob": "1990-05-01"}
 
 
+def test_traits_never_set_the_identity() -> None:
+    """A trait named like a Braze identifier must not redirect the update to another user
+    (external_id) or give the object a second identifier (braze_id, user_alias)."""
+    traits = {"external_id": "someone-else", "braze_id": "b-1", "user_alias": {
+        "alias_name": "x", "alias_label": "y"}, "_update_existing_only": True, "plan": "pro"}
+    event = {**MINIMAL[1], "userId": "u1", "traits": traits}
+    [attrs] = body(encode([event], settings()).requests[0])["attributes"]
+    assert attrs == {"external_id": "u1", "plan": "pro"}
+    anonymous = {**event, "userId": None, "anonymousId": "anon-1"}
+    [attrs] = body(encode([anonymous], settings(alias_label="anon")).requests[0])["attributes"]
+    assert attrs == {"user_alias": {"alias_name": "anon-1", "alias_label": "anon"},
+                     "_update_existing_only": False, "plan": "pro"}
+
+
+@pytest.mark.parametrize(("gender", "braze"), [
+    ("male", "M"), ("Female", "F"), ("w", "F"), ("other", "O"), ("not applicable", "N"),
+    ("Prefer not to say", "P"), ("M", "M"), ("nonbinary", "nonbinary"),
+])
+def test_gender_takes_brazes_codes(gender: str, braze: str) -> None:
+    """Braze's `gender` is one of M, F, O, N, P; Segment's trait is usually spelt out."""
+    event = {**MINIMAL[1], "traits": {"gender": gender}}
+    [attrs] = body(encode([event], settings()).requests[0])["attributes"]
+    assert attrs["gender"] == braze
+
+
+def test_reserved_property_keys_are_removed() -> None:
+    """`time` and `event_name` are reserved event property keys (Braze answers an error);
+    Segment's Braze destination drops them and sends the rest."""
+    event = track("u1", "Clicked", time="2026-01-01", event_name="x", plan="pro")
+    [sent] = body(encode([event], settings()).requests[0])["events"]
+    assert sent["properties"] == {"plan": "pro"} and sent["time"] == T
+    [purchase] = body(encode([order(time="x", event_name="y", color="red")], settings(
+        )).requests[0])["purchases"]
+    assert purchase["properties"] == {"color": "red", "order_id": "o1"}
+
+
 def test_anonymous_users_need_an_alias_label() -> None:
     event = track(None, anon="anon-1")
     assert encode([event], settings()).rejected[0] == (
@@ -182,6 +218,15 @@ def test_classify_success_and_partial_errors() -> None:
     assert set(outcome.retry) == {0, 1, 2}
 
 
+def test_a_400_whose_errors_name_no_object_is_not_resent_whole() -> None:
+    """Resending the same request would get the same 400: split it, or reject one event."""
+    unnamed = {"message": "Max Input Length Exceeded", "errors": [{"type": "too many"}]}
+    two = encode([track("a"), track("b")], settings()).requests[0]
+    assert isinstance(classify(response(400, unnamed), two), Split)
+    one = encode([track("a")], settings()).requests[0]
+    assert isinstance(classify(response(400, unnamed), one), Rejected)
+
+
 @pytest.mark.parametrize(("status", "events", "expected"), [
     (400, 2, Split), (400, 1, Rejected), (413, 2, Split), (403, 2, Rejected),
     (500, 2, Retry), (503, 1, Retry),
@@ -237,6 +282,12 @@ async def test_e2e_all_invalid_is_a_400_naming_every_object(fake: BrazeFake) -> 
     bad["properties"]["currency"] = "euro"
     outcomes = await send(fake, [bad])
     assert isinstance(outcomes[0], Rejected) and "Invalid currency" in outcomes[0].reason
+
+
+async def test_e2e_reserved_property_keys_do_not_cost_the_event(fake: BrazeFake) -> None:
+    outcomes = await send(fake, [track("u1", time="t", event_name="n", plan="pro")])
+    assert outcomes == [DELIVERED]
+    assert fake.received[0][1]["properties"] == {"plan": "pro"}
 
 
 async def test_e2e_anonymous_users_are_created_as_aliases(fake: BrazeFake) -> None:

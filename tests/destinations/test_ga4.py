@@ -201,7 +201,7 @@ def test_group_screen_alias() -> None:
     (track("Firebase Sync"), "'firebase_sync' is reserved"),
     (track("ga custom"), "reserved"),
     (track("x" * 41), "at most 40 characters"),
-    (track("Big", {f"p{i}": i for i in range(25)}), "26 params"),
+    (track("Big", {f"p{i}": i for i in range(26)}), "26 params"),
     (track("Long", {"note": "n" * 101}), "101 characters; GA4's limit is 100"),
     (track("Prefixed", {"google_id": "1"}), "'google_id' is reserved"),
     (track("Digit", {"9lives": "1"}), "breaks GA4's rules"),
@@ -225,6 +225,43 @@ def test_limits_at_the_boundary_are_accepted() -> None:
               track("Recent", timestamp=iso(NOW - timedelta(hours=71)))]
     _, rejected, _ = bodies(events)
     assert rejected == {}
+
+
+def test_twenty_five_properties_fit_without_our_engagement_time() -> None:
+    """GA4 keeps 25 params; the engagement_time_msec we add must not push an event to 26."""
+    payloads, rejected, _ = bodies([track("Full", {f"p{i}": i for i in range(25)})])
+    assert rejected == {}
+    params = payloads[0]["events"][0]["params"]
+    assert len(params) == 25 and "engagement_time_msec" not in params
+    payloads, _, _ = bodies([track("Room", {f"p{i}": i for i in range(24)})])
+    assert payloads[0]["events"][0]["params"]["engagement_time_msec"] == 1
+
+
+def test_a_body_of_exactly_130_000_bytes_is_too_big() -> None:
+    """The post body "must be smaller than 130kB": 129,999 bytes go, 130,000 do not."""
+    s = settings(engagement_time_msec=0)
+
+    def event(count: int, pad: int) -> dict[str, Any]:
+        products = [{"product_id": f"p{j:04}", "name": "n" * 100} for j in range(count)]
+        return track("Sized", {"pad_a": "a" * min(pad, 100), "pad_b": "b" * max(pad - 100, 0),
+                               "products": products})
+
+    def size(e: dict[str, Any]) -> int:  # the body's length, sent or (from the reason) not
+        encoded = encode([e], s)
+        return len(encoded.requests[0].body) if encoded.requests else int(
+            encoded.rejected[0].split("-byte")[0])
+
+    def sized(target: int) -> dict[str, Any]:
+        per_product = size(event(2, 0)) - size(event(1, 0))  # < 200: two pads fill any gap
+        count = (target - size(event(0, 0))) // per_product
+        while size(event(count, 0)) > target:
+            count -= 1
+        exact = event(count, target - size(event(count, 0)))
+        assert size(exact) == target
+        return exact
+
+    assert encode([sized(129_999)], s).rejected == {}
+    assert "130 kB" in encode([sized(130_000)], s).rejected[0]
 
 
 @pytest.mark.parametrize(("traits", "reason"), [

@@ -10,6 +10,8 @@ Documented facts it enforces (braze.com/docs: "Track users", "API errors and res
 - an alias-only user is created only when the object sets `_update_existing_only: false`;
   otherwise Braze processes the object against existing users only (the fake records it in
   `ignored`, not `received`);
+- event and purchase `properties` keys are non-empty, at most 255 characters, without a
+  leading `$`, and not the reserved `time` or `event_name` ("Event object");
 - events need a `name` and an ISO-8601 `time`; purchases need a string `product_id`, a
   3-letter `currency`, a numeric `price`, a `time`, and `quantity` (if set) from 1 to 100;
 - success is 201 `{"message": "success", "<array>_processed": n}`; invalid objects are
@@ -30,6 +32,7 @@ from tests.fakes.base import FakeServer, respond
 
 IDENTIFIERS = ("external_id", "user_alias", "braze_id", "email", "phone")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
+RESERVED_PROPERTIES = ("time", "event_name")
 
 
 def _time_ok(value: Any) -> bool:
@@ -69,6 +72,13 @@ class BrazeFake(FakeServer):
             return f"Invalid time {item.get('time')!r}: ISO-8601 required"
         if array == "events" and not (isinstance(item.get("name"), str) and item["name"]):
             return "Event name is required"
+        properties = item.get("properties") or {}
+        if array != "attributes" and not isinstance(properties, dict):
+            return "properties must be an object"
+        if array != "attributes" and (bad := next(
+                (k for k in properties if not k or len(k) > 255 or k.startswith("$")
+                 or k in RESERVED_PROPERTIES), None)) is not None:
+            return f"Invalid property name {bad!r}"
         if array == "purchases":
             if not isinstance(item.get("product_id"), str) or not item["product_id"]:
                 return "Purchase product_id is required"
