@@ -127,6 +127,9 @@ class Connector:
     sender: Callable[[Any], Sender] | None = None
     rate_limit_per_s: float = 0.0  # default rate limit (0 = none); config may override
     docs: str = ""  # identity / mapping notes rendered into the reference docs
+    # other keys of the integrations object that mean this connector: Segment's catalog
+    # names where they differ from ours ("Webhooks" for "Webhook")
+    other_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.prepare is None) != (self.encode_prepared is None):

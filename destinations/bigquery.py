@@ -193,6 +193,7 @@ async def authenticate(session: aiohttp.ClientSession, settings: Settings) -> Cr
 CONNECTOR = Connector(
     name="bigquery",
     display_name="Google BigQuery",
+    other_names=("BigQuery",),  # Segment's catalog name
     settings=Settings,
     # 50,000 rows is BigQuery's per-request limit; 500 is only its recommendation, so it is
     # the default a config may raise (a batch of one table's rows fits 10 MB either way).

@@ -80,6 +80,7 @@ def classify(response: Response, request: Request) -> Outcome:
 CONNECTOR = Connector(
     name="webhook",
     display_name="Webhook",
+    other_names=("Webhooks",),  # Segment's catalog name
     settings=Settings,
     limits=Limits(max_events=1000, max_bytes=5_000_000),
     encode=encode,

@@ -63,8 +63,11 @@ def register_secrets(value: Any) -> None:
         for item in value:
             register_secrets(item)
     elif isinstance(value, dict):
-        for item in value.values():
-            register_secrets(item)
+        for key, item in value.items():
+            if isinstance(item, str) and isinstance(key, str) and redact.names_credential(key):
+                redact.register(item)  # e.g. a webhook's {"X-Api-Key": "..."} header
+            else:
+                register_secrets(item)
 
 
 class Router:

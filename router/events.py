@@ -5,7 +5,7 @@ requires and fills two fields every destination relies on:
 
 - ``messageId``: when absent, derived deterministically from the event's bytes
   (``derived-<sha1>``) so a redelivered copy keeps its id and stays idempotent;
-- ``timestamp``: when absent, ``receivedAt - (sentAt - originalTimestamp)`` (Segment's
+- ``timestamp``: when absent or null, ``receivedAt - (sentAt - originalTimestamp)`` (Segment's
   clock-skew correction), else ``originalTimestamp``, else ``receivedAt``, else the
   Kafka append time.
 
@@ -124,7 +124,7 @@ def complete(event: dict[str, Any], raw: bytes, append_time_ms: int | None) -> b
     if not event.get("messageId"):
         event["messageId"] = "derived-" + hashlib.sha1(raw).hexdigest()
         changed = True
-    if "timestamp" not in event:
+    if event.get("timestamp") is None:  # a null timestamp is as good as none
         event["timestamp"] = _infer_timestamp(event, append_time_ms)
         changed = True
     return changed
@@ -153,6 +153,8 @@ def _check(event: dict[str, Any]) -> Invalid | None:
             return Invalid("missing_event", "a track call needs a non-empty string `event`")
     elif kind == "alias" and not get("previousId"):
         return Invalid("missing_previous_id", "an alias call needs `previousId`")
+    elif kind == "group" and not get("groupId"):  # the spec marks it required
+        return Invalid("missing_group_id", "a group call needs `groupId`")
     for name in OBJECT_FIELDS:
         value = get(name)
         if value is not None and type(value) is not dict:

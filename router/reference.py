@@ -72,7 +72,10 @@ def render() -> str:
     parts += ["", "# Destinations", ""]
     for name, connector in sorted(REGISTRY.items()):
         limits = connector.limits
+        keys = ", ".join(f'`"{key}"`' for key in (connector.display_name,
+                                                   *connector.other_names))
         parts += [f"## `{name}` — {connector.display_name}", "",
+                  f"Integrations object keys: the destination's `name`, {keys}. "
                   f"Hard limits per request: {limits.max_events} events, "
                   f"{limits.max_bytes:,} bytes; default flush every {limits.max_wait_ms} ms"
                   + (f" or {limits.default_events} events." if limits.default_events else ".")

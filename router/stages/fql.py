@@ -258,7 +258,10 @@ class _Parser:
         self.i += 1  # )
         if len(args) != FUNCTIONS[name]:
             raise self._error(f"{name}() takes {FUNCTIONS[name]} argument(s), got {len(args)}", pos)
-        return _function(name, args)
+        try:
+            return _function(name, args)
+        except re.error as exc:  # a literal glob compiles here, e.g. the range in '[z-a]'
+            raise self._error(f"bad glob pattern: {exc.msg}", pos) from exc
 
 
 # --- evaluation -----------------------------------------------------------------------

@@ -7,8 +7,9 @@ Rules (those of analytics.js, which defined the object):
 - no ``integrations`` key, or an empty object -> every destination receives the event;
 - a key naming this destination decides: ``false`` disables it; any truthy value
   (``true``, an object of options, even an empty one) enables it;
-- a key matches the destination's configured ``name`` or its connector's display name
-  (``"Mixpanel"``); keys are case-sensitive; when both are present, ``name`` wins;
+- a key matches the destination's configured ``name``, its connector's display name
+  (``"Mixpanel"``) or Segment's catalog name for it where that differs (``"Webhooks"``);
+  keys are case-sensitive; when several are present, ``name`` wins, then the display name;
 - without a specific key, ``"All": false`` disables; ``All`` is true by default;
 - when ``All`` is false, a specific key must be truthy (JS truthiness: ``null``, ``0`` and
   ``""`` are not) to enable; when ``All`` is true only an explicit ``false`` disables.
@@ -20,8 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 
-def compile_integrations(name: str, display_name: str) -> Callable[[dict[str, Any]], bool]:
-    keys = (name,) if name == display_name else (name, display_name)
+def compile_integrations(name: str, display_name: str, other_names: tuple[str, ...] = ()
+                         ) -> Callable[[dict[str, Any]], bool]:
+    keys = tuple(dict.fromkeys((name, display_name, *other_names)))  # in order, once each
 
     def enabled(event: dict[str, Any]) -> bool:
         integrations = event.get("integrations")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from destinations.registry import REGISTRY
 from router.stages.consent import compile_consent
 from router.stages.integrations import compile_integrations
 from router.stages.route import compile_route
@@ -107,6 +108,18 @@ def test_all_categories_must_be_true(preferences: dict[str, Any], expected: bool
 def test_integrations_object(integrations: Any, expected: bool) -> None:
     enabled = compile_integrations("mixpanel-eu", "Mixpanel")
     assert enabled(with_consent(integrations=integrations)) is expected
+
+
+@pytest.mark.parametrize(("kind", "key"), [
+    ("webhook", "Webhooks"), ("bigquery", "BigQuery"), ("postgres", "Postgres")])
+def test_integrations_object_knows_segments_catalog_names(kind: str, key: str) -> None:
+    """Segment's own names for these destinations work as keys, beside ours."""
+    connector = REGISTRY[kind]
+    enabled = compile_integrations("mine", connector.display_name, connector.other_names)
+    assert enabled(with_consent(integrations={key: False})) is False
+    assert enabled(with_consent(integrations={"All": False, key: True})) is True
+    assert enabled(with_consent(integrations={"All": False, connector.display_name: True}))
+    assert enabled(with_consent(integrations={"All": False, "Other": True})) is False
 
 
 def test_integrations_name_equal_to_display_name() -> None:
