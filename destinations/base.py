@@ -130,6 +130,9 @@ class Connector:
     # other keys of the integrations object that mean this connector: Segment's catalog
     # names where they differ from ours ("Webhooks" for "Webhook")
     other_names: tuple[str, ...] = ()
+    # a warehouse gets every event whatever the integrations object's "All" says, as in
+    # Segment ("passed downstream to your warehouse(s)"); only a key naming it turns it off
+    warehouse: bool = False
 
     def __post_init__(self) -> None:
         if (self.prepare is None) != (self.encode_prepared is None):

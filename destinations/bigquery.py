@@ -194,6 +194,7 @@ CONNECTOR = Connector(
     name="bigquery",
     display_name="Google BigQuery",
     other_names=("BigQuery",),  # Segment's catalog name
+    warehouse=True,
     settings=Settings,
     # 50,000 rows is BigQuery's per-request limit; 500 is only its recommendation, so it is
     # the default a config may raise (a batch of one table's rows fits 10 MB either way).

@@ -47,6 +47,7 @@ class Settings(ConnectorSettings):
 CONNECTOR = Connector(
     name="duckdb",
     display_name="DuckDB",
+    warehouse=True,
     settings=Settings,
     # 5,000 events a batch unless set: larger batches cost the loader less per event
     # (~21% less at 8,000) and the router more memory (~60 MB at 8,000): docs/warehouses.md

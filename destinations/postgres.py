@@ -236,6 +236,7 @@ CONNECTOR = Connector(
     name="postgres",
     display_name="PostgreSQL",
     other_names=("Postgres",),  # Segment's catalog name
+    warehouse=True,
     settings=Settings,
     limits=Limits(max_events=5000, max_bytes=20_000_000, max_wait_ms=10_000),
     sender=PostgresSender,

@@ -37,6 +37,7 @@ class Destination:
 def build_route(cfg: DestinationBase) -> Any:
     return compile_route(name=cfg.name, display_name=cfg.connector.display_name,
                          other_names=cfg.connector.other_names,
+                         warehouse=cfg.connector.warehouse,
                          consent_categories=list(cfg.consent_categories), where=cfg.where,
                          transforms=list(cfg.transforms))
 

@@ -75,8 +75,10 @@ def render() -> str:
         keys = ", ".join(f'`"{key}"`' for key in (connector.display_name,
                                                    *connector.other_names))
         parts += [f"## `{name}` — {connector.display_name}", "",
-                  f"Integrations object keys: the destination's `name`, {keys}. "
-                  f"Hard limits per request: {limits.max_events} events, "
+                  f"Integrations object keys: the destination's `name`, {keys}"
+                  + (" (a warehouse: `\"All\": false` does not turn it off, only its own "
+                     "key does, as in Segment). " if connector.warehouse else ". ")
+                  + f"Hard limits per request: {limits.max_events} events, "
                   f"{limits.max_bytes:,} bytes; default flush every {limits.max_wait_ms} ms"
                   + (f" or {limits.default_events} events." if limits.default_events else ".")
                   + (f" Default rate limit: {connector.rate_limit_per_s:g} requests/s."

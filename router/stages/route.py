@@ -44,13 +44,14 @@ def compile_route(
     name: str,
     display_name: str,
     other_names: tuple[str, ...] = (),
+    warehouse: bool = False,
     consent_categories: list[str] | None = None,
     where: str | None = None,
     transforms: list[TransformStep] | None = None,
 ) -> Route:
     """Raises FQLSyntaxError for a bad `where`, ValueError for a bad python transform."""
     consented = compile_consent(consent_categories or [])
-    enabled = compile_integrations(name, display_name, other_names)
+    enabled = compile_integrations(name, display_name, other_names, warehouse)
     matches = compile_fql(where) if where and where.strip() else None
     transform = compile_transforms(transforms or [])
 

@@ -117,6 +117,16 @@ def test_integrations_object_by_name_and_display_name(tmp_path: Path) -> None:
     ]
 
 
+def test_integrations_all_false_still_reaches_the_warehouse(tmp_path: Path) -> None:
+    dests = [{"name": "wh", "type": "duckdb", "settings": {"path": str(tmp_path / "w.duckdb")}},
+             {"name": "hook", "type": "webhook", "settings": HOOK}]
+    events = [track(integrations={"All": False, "Mixpanel": True}),
+              track(integrations={"wh": False})]
+    got = decisions(dry_run(tmp_path, dests, events)[0])
+    assert got == [{"wh": "sent", "hook": "integrations"},
+                   {"wh": "integrations", "hook": "sent"}]
+
+
 # --- FQL (Segment's Destination Filter Query Language) -------------------------------
 
 FQL_EVENT = {

@@ -122,6 +122,21 @@ def test_integrations_object_knows_segments_catalog_names(kind: str, key: str) -
     assert enabled(with_consent(integrations={"All": False, "Other": True})) is False
 
 
+def test_a_warehouse_is_turned_off_by_its_own_key_only() -> None:
+    """Segment passes events on to warehouses whatever ``All`` says (its filtering guide:
+    they are "passed downstream to your warehouse(s)")."""
+    enabled = compile_integrations("pg", "PostgreSQL", ("Postgres",), warehouse=True)
+    assert enabled(with_consent(integrations={"All": False, "Mixpanel": True})) is True
+    assert enabled(with_consent(integrations={"All": False})) is True
+    assert enabled(with_consent(integrations={"All": False, "pg": True})) is True
+    assert enabled(with_consent(integrations={"pg": False})) is False
+    assert enabled(with_consent(integrations={"All": False, "Postgres": False})) is False
+    for kind in ("postgres", "duckdb", "bigquery"):
+        assert REGISTRY[kind].warehouse
+    assert not any(c.warehouse for k, c in REGISTRY.items()
+                   if k not in ("postgres", "duckdb", "bigquery"))
+
+
 def test_integrations_name_equal_to_display_name() -> None:
     enabled = compile_integrations("Webhook", "Webhook")
     assert enabled(with_consent(integrations={"All": False, "Webhook": True})) is True
