@@ -125,6 +125,8 @@ class Connector:
     classify: Callable[[Response, Request], Outcome] | None = None
     authenticate: Callable[[Any, Any], Awaitable[Credentials]] | None = None
     sender: Callable[[Any], Sender] | None = None
+    # what dry-run shows for a connector with its own sender (a warehouse's rows)
+    preview: Callable[[list[Event], Any], list[dict[str, Any]]] | None = None
     rate_limit_per_s: float = 0.0  # default rate limit (0 = none); config may override
     docs: str = ""  # identity / mapping notes rendered into the reference docs
     # other keys of the integrations object that mean this connector: Segment's catalog

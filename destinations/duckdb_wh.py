@@ -13,6 +13,7 @@ from pydantic import Field
 
 from destinations.base import Connector, ConnectorSettings, Limits
 from router.delivery.offload import ProcessSender, load_attr
+from router.warehouse import preview
 
 LOADER = "destinations.duckdb_load:DuckDBSender"
 SIZE = r"^\d+(\.\d+)?\s*[KMGT]i?B$"
@@ -53,6 +54,7 @@ CONNECTOR = Connector(
     # (~21% less at 8,000) and the router more memory (~60 MB at 8,000): docs/warehouses.md
     limits=Limits(max_events=20_000, max_bytes=20_000_000, max_wait_ms=10_000,
                   default_events=5000),
+    preview=preview,
     sender=lambda settings: (ProcessSender(LOADER, settings) if settings.own_process
                              else load_attr(LOADER)(settings)),
     docs="""An embedded DuckDB file with Segment's warehouse schema — the same tables,

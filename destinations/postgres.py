@@ -48,6 +48,7 @@ from router.warehouse import (
     merge_users,
     namespace,
     outcomes,
+    preview,
     quote,
     widen_sql,
 )
@@ -240,6 +241,7 @@ CONNECTOR = Connector(
     settings=Settings,
     limits=Limits(max_events=5000, max_bytes=20_000_000, max_wait_ms=10_000),
     sender=PostgresSender,
+    preview=preview,
     docs="""Loads Segment's warehouse schema: `tracks`, one table per track event,
 `identifies`, `users`, `pages`, `screens`, `groups`, `aliases`; `id` is the `messageId`
 (primary key), so redelivery adds no rows; `users` is keyed by `userId` and keeps the

@@ -71,7 +71,7 @@ def evaluate(config: Config, raw: bytes) -> dict[str, Any]:
 def _payload(dest: Any, event: dict[str, Any]) -> dict[str, Any]:
     connector = dest.connector
     if connector.encode is None:
-        preview = getattr(connector, "preview", None)
+        preview = connector.preview
         return {"rows": preview([event], dest.settings) if preview else [event]}
     encoded = connector.encode([event], dest.settings)
     if encoded.rejected:

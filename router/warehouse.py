@@ -20,14 +20,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
 import orjson
 
 from router.delivery.outcome import DELIVERED, Outcome, Rejected, Retry
-from router.events import parse_time
+from router.events import iso, parse_time
 
 Event = dict[str, Any]
 Row = dict[str, Any]
@@ -125,7 +125,11 @@ _NAMES: dict[str, dict[str, str]] = {}  # prefix -> key -> column (keys repeat e
 def _name(prefix: str, key: str, names: dict[str, str]) -> str:
     if len(names) > 10_000:  # bounded even when a client sends unbounded keys
         names.clear()
-    name = names[key] = identifier(prefix + (snake_case(key) or _digest(key)))
+    # A top-level key is named as an event's table is: snake_cased once, exactly as
+    # go-snakecase ("x_2Y" -> "x__2y"), and "_" + its hash when nothing ASCII is left.
+    # Under a parent: the parent's name and the key's snake_case (or hash).
+    name = names[key] = (identifier(prefix + (snake_case(key) or _digest(key))) if prefix
+                         else identifier(key))
     return name
 
 
@@ -221,6 +225,21 @@ def batch_rows(events: list[Event], uuid_ts: datetime, event_tables: bool = True
         for table, row in rows:
             tables.setdefault(table, []).append((position, row))
     return tables, rejected
+
+
+def preview(events: list[Event], settings: Any) -> list[dict[str, Any]]:
+    """What ``dry-run`` can show of a warehouse destination (a connector's ``preview``):
+    each row the events would write, as ``{"table", "row"}``, with only its non-null
+    values (the columns it fills) and times as ISO-8601 text; ``uuid_ts`` is now."""
+    now = datetime.now(UTC)
+    tables, rejected = batch_rows(events, now, getattr(settings, "event_tables", True))
+    shown: list[tuple[int, dict[str, Any]]] = [
+        (position, {"rejected": reason}) for position, reason in rejected.items()]
+    for table, rows in tables.items():
+        shown.extend((position, {"table": table, "row": {
+            name: iso(value) if isinstance(value, datetime) else value
+            for name, value in row.items() if value is not None}}) for position, row in rows)
+    return [entry for _, entry in sorted(shown, key=lambda item: item[0])]
 
 
 def merge_users(rows: Iterable[Row]) -> list[Row]:

@@ -162,6 +162,15 @@ async def test_a_new_property_adds_a_column(sender: PostgresSender, db: asyncpg.
 
 
 @needs_postgres
+async def test_odd_keys_are_named_as_go_snakecase_and_the_docs_say(
+        sender: PostgresSender, db: asyncpg.Connection, schema: str) -> None:
+    props = {"sample_2Text": 1, "名前": "x", "meta": {"名前": "y"}}
+    assert await sender.send([track("m1", "sample_2Text", **props)]) == [DELIVERED]
+    assert await db.fetch("SELECT sample__2text, _d54d12f9, meta_d54d12f9 "
+                          f"FROM {schema}.sample__2text") == [(1, "x", "y")]
+
+
+@needs_postgres
 async def test_type_conflicts_widen_and_never_stop_the_load(
         sender: PostgresSender, db: asyncpg.Connection, schema: str) -> None:
     await sender.send([track("m1", qty=2, price=10, flag=True)])

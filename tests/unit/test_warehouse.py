@@ -38,6 +38,8 @@ def rows_of(event: dict[str, Any], **kw: Any) -> dict[str, dict[str, Any]]:
     # the Segment docs' examples
     ("orderId", "order_id"), ("Order Completed", "order_completed"),
     ("accountType", "account_type"), ("firstName", "first_name"),
+    # a digit then a capital after a kept "_" starts a word (its loop's "idx--")
+    ("sample_2Text", "sample__2text"),
 ])
 def test_snake_case_matches_go_snakecase(raw: str, snake: str) -> None:
     assert ws.snake_case(raw) == snake
@@ -51,6 +53,24 @@ def test_identifiers_are_safe_sql_names() -> None:
     assert len(ws.identifier(long_a)) == 63 and ws.identifier(long_a) != ws.identifier(long_b)
     assert ws.event_table("Users") == "_users"  # never one of the standard tables
     assert ws.event_table("Signed Up") == "signed_up"
+
+
+def test_a_property_with_nothing_ascii_is_named_as_an_event_would_be() -> None:
+    # "名前" hashes to d54d12f9: a bare hex name once, unlike the docs' "_" + 8 hex digits
+    out: dict[str, Any] = {}
+    ws.flatten({"名前": "x", "価格": 1, "meta": {"名前": "y"}}, "", out, reserved=ws.COMMON)
+    assert out == {ws.identifier("名前"): "x", ws.identifier("価格"): 1, "meta_d54d12f9": "y"}
+    assert all(re.fullmatch(r"_[0-9a-f]{8}", name) for name in list(out)[:2])
+    assert ws.column_name("", "名前") == ws.event_table("名前") == "_d54d12f9"
+
+
+@pytest.mark.parametrize("key", ["sample_2Text", "a_1B", "orderId", "2fa", "SAMPLE 2 TEXT"])
+def test_a_property_is_snake_cased_once_as_go_snakecase_does(key: str) -> None:
+    # go-snakecase keeps "sample_" and starts a word at "2T": "sample__2text"; cased a
+    # second time it would become "sample_2text", unlike the event "sample_2Text"'s table
+    out: dict[str, Any] = {}
+    ws.flatten({key: 1}, "", out, reserved=ws.COMMON)
+    assert list(out) == [ws.identifier(key)] == [ws.event_table(key)]
 
 
 @given(st.text(max_size=80))
@@ -141,6 +161,26 @@ def test_batch_rows_groups_by_table_and_rejects_events_without_a_key() -> None:
         "tracks": [0, 1], "order_completed": [0], "video_played": [1], "identifies": [2],
         "users": [2], "pages": [3], "groups": [4]}
     assert rejected == {5: "no messageId: the warehouse primary key `id` needs one"}
+
+
+def test_preview_shows_the_rows_each_event_writes_in_event_order() -> None:
+    """For dry-run: the tables and columns, not the event as it came."""
+    identify = {"type": "identify", "messageId": "m-1", "userId": "u-1",
+                "timestamp": "2026-11-20T10:00:00Z", "traits": {"firstName": "Ada", "x": None}}
+    track = {"type": "track", "event": "Order Completed", "messageId": "m-2",
+             "properties": {"orderId": "o-1"}}
+    shown = ws.preview([track, {"type": "page"}, identify], None)
+    assert [entry.get("table") for entry in shown] == [
+        "tracks", "order_completed", None, "identifies", "users"]
+    assert shown[2] == {"rejected": "no messageId: the warehouse primary key `id` needs one"}
+    assert shown[1]["row"]["order_id"] == "o-1" and shown[1]["row"]["event"] == "order_completed"
+    user = shown[4]["row"]
+    assert {k: user[k] for k in ("id", "timestamp", "first_name")} == {
+        "id": "u-1", "timestamp": "2026-11-20T10:00:00Z", "first_name": "Ada"}
+    assert "x" not in user and "anonymous_id" not in shown[3]["row"]  # nulls fill nothing
+    assert isinstance(user["uuid_ts"], str)  # JSON-ready
+    settings = type("S", (), {"event_tables": False})()
+    assert [e["table"] for e in ws.preview([track], settings)] == ["tracks"]
 
 
 def test_merge_users_keeps_the_latest_non_null_traits() -> None:
