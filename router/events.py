@@ -151,9 +151,9 @@ def _check(event: dict[str, Any]) -> Invalid | None:
         name = get("event")
         if not name or type(name) is not str:
             return Invalid("missing_event", "a track call needs a non-empty string `event`")
-    elif kind == "alias" and not get("previousId"):
+    elif kind == "alias" and get("previousId") in (None, ""):
         return Invalid("missing_previous_id", "an alias call needs `previousId`")
-    elif kind == "group" and not get("groupId"):  # the spec marks it required
+    elif kind == "group" and get("groupId") in (None, ""):  # the spec marks it required
         return Invalid("missing_group_id", "a group call needs `groupId`")
     for name in OBJECT_FIELDS:
         value = get(name)

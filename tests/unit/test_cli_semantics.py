@@ -226,13 +226,31 @@ def test_malformed_input_is_dead_lettered_with_a_reason(tmp_path: Path) -> None:
              '{"type": "purchase", "userId": "u"}', '{"type": "track", "userId": "u"}',
              '{"type": "identify", "traits": {"a": 1}}', '{"type": "alias", "userId": "u"}',
              '{"type": "group", "userId": "u", "traits": {"name": "X"}}',
-             '{"type": "identify", "anonymousId": "a-1"}']
+             '{"type": "group", "userId": "u", "groupId": ""}',
+             '{"type": "identify", "anonymousId": "a-1"}',
+             '{"type": "group", "userId": "u", "groupId": 0}']  # an id, if not a string
     results, _ = dry_run(tmp_path, [{"name": "h", "type": "webhook", "settings": HOOK}], lines)
     reasons = [r.get("reason", r.get("decision", "")).split(":")[0] for r in results]
     assert reasons == ["invalid_json", "not_an_object", "unknown_type", "unknown_type",
                        "missing_event", "missing_identity", "missing_previous_id",
-                       "missing_group_id", ""]
-    assert all(r.get("decision") == "dead-letter" for r in results[:-1])
+                       "missing_group_id", "missing_group_id", "", ""]
+    assert all(r.get("decision") == "dead-letter" for r in results[:-2])
+
+
+def test_dry_run_shows_a_warehouses_rows(tmp_path: Path) -> None:
+    """Segment's warehouse schema: `tracks` and the event's own table, snake_case."""
+    dests = [{"name": "wh", "type": "duckdb", "settings": {"path": str(tmp_path / "w.duckdb")}}]
+    event = track(event="Order Completed", messageId="m-1", timestamp="2026-11-20T10:00:00Z",
+                  properties={"orderId": "o-1", "total": 5, "product": {"sku": "s"}},
+                  context={"ip": "198.51.100.1"})
+    results, _ = dry_run(tmp_path, dests, [event])
+    rows = results[0]["destinations"]["wh"]["rows"]
+    assert [r["table"] for r in rows] == ["tracks", "order_completed"]
+    tracks, order = (r["row"] for r in rows)
+    assert tracks["id"] == order["id"] == "m-1"
+    assert tracks["event"] == "order_completed" and tracks["event_text"] == "Order Completed"
+    assert tracks["context_ip"] == "198.51.100.1" and "order_id" not in tracks
+    assert order["order_id"] == "o-1" and order["total"] == 5 and order["product_sku"] == "s"
 
 
 # --- the configuration contract ---------------------------------------------------------
