@@ -37,9 +37,10 @@ def build_app(router: Any) -> web.Application:
         token = router.config.server.admin_token
         if token is None:
             return _json({"error": "admin API disabled: set server.admin_token"}, 403)
-        given = request.headers.get("Authorization", "")
-        expected = f"Bearer {token.get_secret_value()}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        # the scheme is case-insensitive (RFC 9110 11.1): "bearer <token>" is fine too
+        scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+        if not (scheme.lower() == "bearer" and hmac.compare_digest(
+                given.strip().encode(), token.get_secret_value().encode())):
             return _json({"error": "unauthorized"}, 401)
         return None
 

@@ -88,6 +88,7 @@ class RetryDriver:
             if isinstance(event, Invalid):
                 self._spawn(worker.outbox.dead_letter(
                     [(env, f"{event.reason}: {event.detail}")], dest.cfg.name))
+                self.stats.dead_lettered += 1  # counted as every dead letter is
                 continue
             routed = dest.route(event)
             if type(routed) is str:

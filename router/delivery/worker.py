@@ -284,7 +284,9 @@ class Worker:
             await self._spill(batch)
             return
         if self.paused:
-            await self._park(batch, "destination paused by an operator")
+            # due at once: the retry driver holds a paused destination's parked events,
+            # so a resume re-drives them straight away rather than after a park delay
+            await self._park(batch, "destination paused by an operator", after_s=0.0)
             return
         if not self.circuit.allow():
             await self._park(batch, "circuit open")
@@ -345,9 +347,14 @@ class Worker:
                     e2e.observe(max(0.0, (now_ms - item[0].append_ms) / 1000))
                     item[0].settle()
                 elif isinstance(outcome, Rejected):
+                    # the dead letter's `attempts` header counts this attempt and the
+                    # inline ones before it (parking adds them the same way)
+                    item[0].attempts += attempt + 1
                     rejected.append((item[0], outcome.reason))
                 else:
                     assert isinstance(outcome, Retry)
+                    if not item[0].first_failure_at:  # the dead letter's first_failure_at
+                        item[0].first_failure_at = now_ms / 1000
                     retry.append(item)
                     reason = outcome.reason
                     if outcome.after_s is not None:

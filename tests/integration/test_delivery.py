@@ -469,9 +469,13 @@ async def test_a_retry_record_with_unreadable_headers_is_delivered_not_fatal(
                     f"{topic}.retry.hook", orjson.dumps(event), key=b"user-1",
                     headers=[("attempts", b"many"), ("not_before", b"soon"),
                              ("first_failure_at", b"?"), ("source_timestamp", b"x")])
+                # and one that is not an event at all: dead-lettered, and counted so
+                await producer.send_and_wait(f"{topic}.retry.hook", b"not json")
             finally:
                 await producer.stop()
             await sink.wait_for(lambda: sink.ids == ["h-1"], 30)
+            stats = router.stats.destinations["hook"]
+            await eventually(lambda: stats.dead_lettered == 1, 10)
             await asyncio.sleep(0.5)
             assert not router.stopping.is_set()
             assert not [n for n, t in router.tasks.items() if t.done()]
