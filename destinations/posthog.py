@@ -89,7 +89,10 @@ def _item(event: Event, settings: Settings) -> dict[str, Any] | str:
         if not isinstance(name, str) or not name:
             return "no event name: PostHog drops events without one"
     elif kind == "identify":
-        name = "$identify"
+        # without a userId there is nobody to identify: `$identify` would mark the
+        # anonymous person identified (PostHog then refuses to merge it at login), so its
+        # traits go as a `$set`, as PostHog's own Segment destination sends them
+        name = "$identify" if event.get("userId") not in (None, "") else "$set"
         props["$set"] = event.get("traits") or {}
         anonymous_id = event.get("anonymousId")
         if anonymous_id and event.get("userId") and str(anonymous_id) != distinct_id:
@@ -151,7 +154,8 @@ CONNECTOR = Connector(
 **Identity.** `distinct_id` is `userId`, else `anonymousId`. `uuid` is uuid5 of `messageId`
 over a fixed namespace, so a retried event keeps its uuid and PostHog deduplicates it.
 **Mapping.** track → the event name; identify → `$identify` with `$set` = traits and
-`$anon_distinct_id` = anonymousId (when both ids are set); page → `$pageview` (`$current_url`,
+`$anon_distinct_id` = anonymousId (when both ids are set), or without a userId a `$set`
+event (an anonymous person is not marked identified); page → `$pageview` (`$current_url`,
 `$pathname`, `$referrer`, `$host`, `title`); screen → `$screen` (`$screen_name`); group →
 `$groupidentify` (`$group_type` from `group_type`, `$group_key`, `$group_set`); alias →
 `$create_alias` (`distinct_id` = userId, `alias` = previousId, merged into it). Context

@@ -115,6 +115,7 @@ def test_identify_without_both_ids_has_no_anon_distinct_id() -> None:
     assert "$anon_distinct_id" not in items[0]["properties"]
     assert items[1]["distinct_id"] == "a1"
     assert items[1]["properties"] == {"$set": {"plan": "x"}}
+    assert items[1]["event"] == "$set"  # nobody to identify: traits only
 
 
 def test_full_page() -> None:
