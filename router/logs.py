@@ -5,8 +5,9 @@ The router's own modules log through structlog (``router.telemetry``); libraries
 this, their lines were plain text between the JSON ones, which a log pipeline parsing
 JSON would mangle or drop. ``JsonFormatter`` writes a standard-library record with the
 keys structlog's lines have (``event``, ``level``, ``timestamp``), plus ``logger`` and,
-for an exception, ``exception``. Standard library and ``orjson`` only, so that DuckDB's
-loader process can use it without importing the rest of the router.
+for an exception, ``exception``; every line passes through ``router.redact``. Standard
+library, ``orjson`` and the redactor only, so that DuckDB's loader process can use it
+without importing the rest of the router.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from router.redact import redact
 
 QUIET = ("aiokafka", "kafka")  # their INFO is per-connection chatter: WARNING and up
 
@@ -30,7 +33,7 @@ class JsonFormatter(logging.Formatter):
                 "+00:00", "Z")}
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        return redact(orjson.dumps(line, default=str).decode())  # e.g. a URL's api key
 
 
 def configure_stdlib(level: str | int = "INFO", stream: Any = None) -> None:

@@ -10,6 +10,7 @@ import orjson
 import pytest
 import structlog
 
+from router.redact import register
 from router.telemetry import LATENCY_BUCKETS_S, Histogram, configure_logging, logger
 
 
@@ -57,3 +58,20 @@ def test_every_log_line_is_one_json_object(restored_logging: None) -> None:
     assert lines[1]["logger"] == "aiokafka.conn"
     assert "ValueError: boom" in lines[2]["exception"]
     assert all(x["timestamp"].endswith("Z") for x in lines)
+
+
+def test_log_lines_are_redacted(restored_logging: None) -> None:
+    """A secret in a message, a field or a traceback (an exception's URL with its api key)
+    never reaches the log, from structlog or from the standard library."""
+    out = io.StringIO()
+    configure_logging("info", out)
+    register("sk-live-LOGSECRET")
+    logger("router.test").warning("Request failed.", detail="key sk-live-LOGSECRET refused")
+    try:
+        raise ValueError("GET https://mp.example/collect?api_secret=QS-SECRET-1&x=1 failed")
+    except ValueError:
+        logging.getLogger("aiohttp.client").exception("Send failed: token sk-live-LOGSECRET")
+    text = out.getvalue()
+    assert "LOGSECRET" not in text and "QS-SECRET-1" not in text
+    assert [orjson.loads(line)["event"] for line in text.splitlines()] == [
+        "Request failed.", "Send failed: token ***"]
