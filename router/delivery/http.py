@@ -171,8 +171,11 @@ class HttpSender:
             await self.limiter.acquire()
         started = time.perf_counter()
         try:
+            # never follow a redirect: for a 301/302/303 aiohttp would re-send the POST as
+            # a GET without the body, and a 200 for that would count the batch delivered;
+            # unfollowed, the 3xx is not a 2xx and the batch is dead-lettered with it
             async with self.session.request(request.method, request.url, data=request.body,
-                                            headers=headers) as resp:
+                                            headers=headers, allow_redirects=False) as resp:
                 body = await resp.read()
                 response = Response(resp.status, resp.headers, body)
         except TimeoutError:

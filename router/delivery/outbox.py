@@ -6,9 +6,11 @@ the router stops; an unsettled event is simply not committed, so nothing is lost
 
 Headers (all UTF-8 strings):
 - retry topic: destination, attempts, first_failure_at, last_error, not_before
-  (epoch seconds), source_topic, source_partition, source_offset
+  (epoch seconds), source_topic, source_partition, source_offset, source_timestamp
+  (the first append, epoch ms)
 - dead-letter topic: reason, destination (absent for invalid input), attempts,
-  first_failure_at, last_failure_at, source_topic, source_partition, source_offset
+  first_failure_at, last_failure_at, source_topic, source_partition, source_offset,
+  source_timestamp
 """
 
 from __future__ import annotations

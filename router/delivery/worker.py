@@ -293,6 +293,7 @@ class Worker:
             return
         stats = self.stats
         attempt = 0
+        first_failed = 0.0  # when this batch first failed here (0: not yet)
         pending = batch
         while pending:
             stats.batch_size.observe(len(pending))
@@ -347,14 +348,9 @@ class Worker:
                     e2e.observe(max(0.0, (now_ms - item[0].append_ms) / 1000))
                     item[0].settle()
                 elif isinstance(outcome, Rejected):
-                    # the dead letter's `attempts` header counts this attempt and the
-                    # inline ones before it (parking adds them the same way)
-                    item[0].attempts += attempt + 1
                     rejected.append((item[0], outcome.reason))
                 else:
                     assert isinstance(outcome, Retry)
-                    if not item[0].first_failure_at:  # the dead letter's first_failure_at
-                        item[0].first_failure_at = now_ms / 1000
                     retry.append(item)
                     reason = outcome.reason
                     if outcome.after_s is not None:
@@ -363,7 +359,10 @@ class Worker:
             if self.order is not None:
                 self.order.settled([item for item, outcome in zip(pending, outcomes, strict=True)
                                     if type(outcome) is not Retry])
+            first_failed = first_failed or now_ms / 1000
             if rejected:
+                # this attempt and the inline ones before it
+                self._stamp([env for env, _ in rejected], attempt + 1, first_failed)
                 await self.outbox.dead_letter(rejected, self.name)
                 stats.rejected += len(rejected)
                 stats.dead_lettered += len(rejected)
@@ -374,11 +373,13 @@ class Worker:
             delay = after_s if after_s is not None else self.backoff(attempt)
             if (attempt > self.cfg.delivery.inline_retries or delay > PARK_NOW_S
                     or not self.circuit.allow()):
-                await self._park(retry, reason, attempts=attempt, after_s=after_s)
+                await self._park(retry, reason, attempts=attempt, after_s=after_s,
+                                 failed_at=first_failed)
                 return
             redriven = [item for item in retry if item[0].origin is not None]
             if redriven:  # already had their inline budget: straight back to the retry topic
-                await self._park(redriven, reason, attempts=attempt, after_s=after_s)
+                await self._park(redriven, reason, attempts=attempt, after_s=after_s,
+                                 failed_at=first_failed)
                 retry = [item for item in retry if item[0].origin is None]
                 if not retry:
                     return
@@ -405,31 +406,52 @@ class Worker:
         return delay / 2 + random.uniform(0, delay / 2)
 
     # -- parking ----------------------------------------------------------------------
+    @staticmethod
+    def _stamp(envs: list[Envelope], attempts: int, failed_at: float) -> None:
+        """Set the history the outbox writes in the headers: ``attempts`` made here now,
+        on top of those the record came with, and when delivery first failed.
+
+        A fresh record's envelope is shared by every destination it was routed to, so
+        what another destination wrote there is not this one's history: it is replaced,
+        not added to. Call right before the outbox call, which reads it before its first
+        await. A re-driven record's envelope is this destination's own."""
+        for env in envs:
+            if env.origin is None:
+                env.attempts, env.first_failure_at = attempts, failed_at
+            else:
+                env.attempts += attempts
+                env.first_failure_at = env.first_failure_at or failed_at
+
     async def _park(self, items: list[Item], error: str,
                     attempts: int = 0, after_s: float | None = None,
-                    moved: bool = False) -> None:
+                    moved: bool = False, failed_at: float = 0.0) -> None:
+        """``failed_at``: when these first failed at this destination (default: now)."""
         now = time.time()
+        failed_at = failed_at or now
         d = self.cfg.delivery
         expired: list[tuple[Envelope, str]] = []
         parked: list[Item] = []
         for env, event in items:
-            env.attempts += attempts
-            if not env.first_failure_at:
-                env.first_failure_at = now
-            if now - env.first_failure_at >= d.max_retry_age_s:
-                expired.append((env, f"gave up after {env.attempts} attempts over "
-                                     f"{now - env.first_failure_at:.0f} s: {error}"))
+            if env.origin is None:  # see _stamp
+                tries, first = attempts, failed_at
+            else:
+                tries, first = env.attempts + attempts, env.first_failure_at or failed_at
+            if now - first >= d.max_retry_age_s:
+                expired.append((env, f"gave up after {tries} attempts over "
+                                     f"{now - first:.0f} s: {error}"))
                 if self.order is not None:
                     self.order.settled([(env, event)])
                 continue
             parked.append((env, event))
         if expired:
+            self._stamp([env for env, _ in expired], attempts, failed_at)
             await self.outbox.dead_letter(expired, self.name)
             self.stats.dead_lettered += len(expired)
         if parked:
-            wait = after_s if after_s is not None else self.park_delay(parked[0][0].attempts)
-            offsets = await self.outbox.park([env for env, _ in parked], self.name, error,
-                                             now + wait)
+            envs = [env for env, _ in parked]
+            self._stamp(envs, attempts, failed_at)
+            wait = after_s if after_s is not None else self.park_delay(envs[0].attempts)
+            offsets = await self.outbox.park(envs, self.name, error, now + wait)
             self.stats.parked += len(parked)
             if self.order is not None:
                 self.order.parked(parked, offsets, failed=not moved)
