@@ -8,6 +8,7 @@ collector publishing keyed records would.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -119,6 +120,12 @@ async def produce_paced(bootstrap: str, topic: str, partitions: int, rate: int, 
     await producer.start()
     sent: list[tuple[Any, list[str], float]] = []  # (future, messageIds, send time)
     late = 0
+    # The pre-built events (and the bench's earlier phases) are ~1M long-lived objects: a
+    # full collection of them mid-stream stalled this producer for up to ~0.4 s, which then
+    # sent the missed ticks as one burst and the router's p99 measured the burst, not a
+    # fixed rate. Frozen, the collector leaves them alone while the stream runs.
+    gc.collect()
+    gc.freeze()
     try:
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -148,6 +155,7 @@ async def produce_paced(bootstrap: str, topic: str, partitions: int, rate: int, 
         metadata = await asyncio.gather(*(future for future, _, _ in sent))
         elapsed = time.time() - wall_start
     finally:
+        gc.unfreeze()
         await producer.stop()
     append_ms: dict[str, float] = {}
     produce_ms: list[float] = []
