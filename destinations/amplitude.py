@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import orjson
 from pydantic import Field, SecretStr
 
 from destinations.base import (
@@ -22,6 +21,7 @@ from destinations.base import (
     array_head,
     classify_http,
     encode_in_parts,
+    json_object,
     prepared,
     retry_after_s,
     split_prepared,
@@ -194,7 +194,7 @@ def classify(response: Response, request: Request) -> Outcome:
         return DELIVERED
     if status == 413:
         return Split("HTTP 413: payload too large for Amplitude")
-    body = _json(response.body)
+    body = json_object(response.body)
     if status == 400:
         return _classify_400(body, len(request.events)) or classify_http(response, request)
     if status == 429:
@@ -228,21 +228,13 @@ def _classify_429(body: dict[str, Any], request: Request, response: Response) ->
     devices = body.get("exceeded_daily_quota_devices") or {}
     if not users and not devices:
         return Retry("HTTP 429: Amplitude throttled a user or device", after_s)
-    native = _json(request.body).get("events") or []
+    native = json_object(request.body).get("events") or []
     rejected = {i: "Amplitude 429: the user or device exceeded its daily event quota"
                 for i, e in enumerate(native)
                 if e.get("user_id") in users or e.get("device_id") in devices}
     retry = {i: "HTTP 429: Amplitude throttled this request"
              for i in range(len(request.events)) if i not in rejected}
     return Partial(rejected=rejected, retry=retry, after_s=after_s)
-
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        value = None
-    return value if isinstance(value, dict) else {}
 
 
 CONNECTOR = Connector(

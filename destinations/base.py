@@ -88,6 +88,21 @@ class Response:
     body: bytes
 
 
+def json_body(raw: bytes) -> Any:
+    """A body as JSON, or None when it is not JSON (an HTML error page from a proxy, a
+    truncated body): a classifier reads what a server sends and must not raise on it."""
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """``json_body`` when it is an object, else ``{}``."""
+    value = json_body(raw)
+    return value if isinstance(value, dict) else {}
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     headers: dict[str, str]

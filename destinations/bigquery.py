@@ -40,6 +40,7 @@ from destinations.base import (
     array_body,
     array_head,
     classify_http,
+    json_object,
 )
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Retry, Split
 from router.warehouse import batch_rows
@@ -132,7 +133,7 @@ def _request(url: str, head: bytes, items: list[bytes], positions: list[int]) ->
 def classify(response: Response, request: Request) -> Outcome:
     status = response.status
     if status == 200:
-        errors = orjson.loads(response.body or b"{}").get("insertErrors") or []
+        errors = json_object(response.body).get("insertErrors") or []
         rejected: dict[int, str] = {}
         retry: dict[int, str] = {}
         for item in errors:

@@ -16,7 +16,15 @@ import orjson
 from pydantic import Field, SecretStr
 
 from destinations import base
-from destinations.base import Connector, ConnectorSettings, Encoded, Event, Limits, Request
+from destinations.base import (
+    Connector,
+    ConnectorSettings,
+    Encoded,
+    Event,
+    Limits,
+    Request,
+    json_object,
+)
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Retry, Split
 from router.events import iso, parse_time
 
@@ -191,7 +199,7 @@ def _position(body: dict[str, Any], array: str, index: int) -> int | None:
 
 def classify(response: base.Response, request: Request) -> Outcome:
     status, headers = response.status, response.headers
-    data = orjson.loads(response.body) if response.body[:1] == b"{" else {}
+    data = json_object(response.body)
     errors = [e for e in data.get("errors") or [] if isinstance(e, dict)]
     if 200 <= status < 300 and not errors:
         return DELIVERED

@@ -174,17 +174,13 @@ def encode(events: list[Event], settings: Settings) -> Encoded:
     return out
 
 
-def _json(body: bytes) -> Any:
-    return orjson.loads(body) if body[:1] in (b"{", b"[") else None
-
-
 def _indices(traces: Any) -> list[int]:
     return [int(i) for t in traces or [] for i in str(t or "").split(",") if i.isdigit()]
 
 
 def _multi_status(response: base.Response, request: Request) -> Outcome:
     """207: inputs in ``errors`` are rejected; unreported ones retried (upserts are idempotent)."""
-    data = _json(response.body) or {}
+    data = base.json_object(response.body)
     rejected: dict[int, str] = {}
     for error in data.get("errors") or []:
         traces = (error.get("context") or {}).get("objectWriteTraceId")
@@ -203,7 +199,7 @@ def classify(response: base.Response, request: Request) -> Outcome:
         return _multi_status(response, request)
     if 200 <= status < 300:
         return DELIVERED
-    data = found if isinstance(found := _json(response.body), dict) else {}
+    data = base.json_object(response.body)
     if status == 401:
         return Rejected("HubSpot rejected the access token (401): check settings.access_token")
     if status == 429:

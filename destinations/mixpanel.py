@@ -25,6 +25,7 @@ from destinations.base import (
     Response,
     classify_http,
     encode_in_parts,
+    json_body,
     prepared,
     split_prepared,
 )
@@ -207,7 +208,7 @@ def classify(response: Response, request: Request) -> Outcome:
         return DELIVERED
     if status == 413:
         return Split("HTTP 413: payload too large for Mixpanel")
-    body = _json(response.body)
+    body = json_body(response.body)
     if status == 400 and not engage and isinstance(body, dict):
         count = len(request.events)
         rejected = {r["index"]: f"Mixpanel: {r.get('field', '')}: {r.get('message', '')}"
@@ -220,15 +221,8 @@ def classify(response: Response, request: Request) -> Outcome:
 
 def _engage_ok(raw: bytes) -> bool:
     """``verbose=1`` answers ``{"status": 1, "error": null}``; plain mode ``1`` or ``0``."""
-    body = _json(raw)
+    body = json_body(raw)
     return (body.get("status") if isinstance(body, dict) else body) == 1
-
-
-def _json(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
 
 
 CONNECTOR = Connector(

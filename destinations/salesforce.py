@@ -159,7 +159,7 @@ def _transient(error: dict[str, Any]) -> bool:
 
 def classify(response: base.Response, request: Request) -> Outcome:
     status = response.status
-    data = orjson.loads(response.body) if response.body[:1] in (b"[", b"{") else None
+    data = base.json_body(response.body)
     if status == 200 and isinstance(data, list):
         groups = request.headers.get(GROUPS)
         sizes = [int(n) for n in groups.split(",")] if groups else [1] * len(data)

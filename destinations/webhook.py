@@ -27,6 +27,7 @@ from destinations.base import (
     Request,
     Response,
     classify_http,
+    json_object,
 )
 from router.delivery.outcome import Outcome, Partial
 from router.events import array_of
@@ -63,10 +64,7 @@ def classify(response: Response, request: Request) -> Outcome:
     outcome = classify_http(response, request)
     if not (200 <= response.status < 300) or b'"errors"' not in response.body:
         return outcome
-    try:
-        errors = orjson.loads(response.body).get("errors") or []
-    except (orjson.JSONDecodeError, AttributeError):
-        return outcome
+    errors = json_object(response.body).get("errors") or []
     rejected: dict[int, str] = {}
     retry: dict[int, str] = {}
     for error in errors:

@@ -239,3 +239,27 @@ def test_classify_table(name: str, status: int, monkeypatch: pytest.MonkeyPatch)
     if isinstance(outcome, Rejected | Split | Retry):
         assert outcome.reason, "an outcome without a reason"
     assert not isinstance(outcome, Partial), "a canned answer names no event"
+
+
+# a 200 whose body must say so: Mixpanel's Engage (`1`), Salesforce's per-record results
+CHECKS_200_BODY = {"mixpanel", "salesforce"}
+NOT_JSON = (b"", b"<html><body>502 Bad Gateway</body></html>", b'{"errors": [{"ind',
+            b"[1, 2", b"null", b"42", b'"text"', b"[]")
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("status", STATUSES)
+def test_classify_reads_any_body_without_raising(name: str, status: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy's HTML page, a truncated body or JSON of another shape: the classifier
+    still answers, and for the status alone (an exception there is turned into a retry by
+    the engine, which would re-send a batch a 2xx had already accepted)."""
+    connector = http_connector(name)
+    with_fixed_clock(connector, monkeypatch)
+    request = two_event_request(connector, settings_of(name))
+    classify = connector.classify or classify_http
+    for body in NOT_JSON:
+        outcome = classify(Response(status, {"Content-Type": "text/html"}, body), request)
+        assert isinstance(outcome, Delivered | Partial | Rejected | Retry | Split), outcome
+        if status == 200 and body in NOT_JSON[:4] and name not in CHECKS_200_BODY:
+            assert type(outcome) is Delivered, (name, body, outcome)
