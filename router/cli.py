@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import orjson
@@ -26,6 +27,30 @@ def _load(config_path: str) -> Any:
         click.echo(f"{config_path} is invalid:", err=True)
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
+        sys.exit(1)
+
+
+T = TypeVar("T")
+
+
+def _with_kafka(command: str, config: Any, main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, where a Kafka error (no broker, refused credentials) ends
+    the command with one line and exit code 1 rather than a traceback."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    from router import topics
+    from router.app import kafka_options
+
+    try:
+        return asyncio.run(main)
+    except KafkaError as exc:
+        error: Exception = exc
+        if isinstance(exc, KafkaConnectionError):  # aiokafka's word for a refused login too
+            try:
+                asyncio.run(topics.raise_refusal(kafka_options(config)))
+            except topics.REFUSALS as refusal:
+                error = refusal
+        click.echo(f"{command}: Kafka: {error!r}", err=True)
         sys.exit(1)
 
 
@@ -109,8 +134,8 @@ def replay(config_path: str, destination: str | None, since: str | None, limit: 
 
     config = _load(config_path)
     try:
-        counts = asyncio.run(do_replay(config, destination=destination, since=since,
-                                       limit=limit, dry_run=dry_run))
+        counts = _with_kafka("replay", config, do_replay(
+            config, destination=destination, since=since, limit=limit, dry_run=dry_run))
     except ValueError as exc:
         click.echo(f"replay: {exc}", err=True)
         sys.exit(2)
@@ -128,7 +153,8 @@ def produce(config_path: str, topic: str | None, demo: int, events: Any) -> None
 
     config = _load(config_path)
     lines = events.read().splitlines() if events else []
-    sent = asyncio.run(do_produce(config, topic or config.kafka.topics[0], lines, demo))
+    sent = _with_kafka("produce", config,
+                       do_produce(config, topic or config.kafka.topics[0], lines, demo))
     click.echo(f"published {sent} events to {topic or config.kafka.topics[0]}")
 
 

@@ -5,6 +5,7 @@ Kafka is assembled from Maven Central jars (no tarball download) into
 
     python -m scripts.kafka fetch                  # resolve the jars once (needs java + mvn)
     python -m scripts.kafka start [--dir DIR]      # detached broker, prints the bootstrap
+    python -m scripts.kafka start --sasl-user alice:secret   # clients must authenticate
     python -m scripts.kafka status|stop [--dir DIR]
 
 Stdlib only, so it runs before the project's own dependencies are installed.
@@ -196,11 +197,25 @@ def _java(logs_dir: Path, *args: str) -> list[str]:
     ]
 
 
-class Broker:
-    """One Kafka node (broker + controller) on 127.0.0.1, with its data in ``dir``."""
+# The client listener's name when clients must authenticate (``Broker(sasl_users=...)``).
+SASL_LISTENER = "SASL_PLAINTEXT"
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
-    def __init__(self, dir: Path | None = None) -> None:
+
+class Broker:
+    """One Kafka node (broker + controller) on 127.0.0.1, with its data in ``dir``.
+
+    With ``sasl_users`` ({name: password}) the client port is a SASL_PLAINTEXT listener
+    that accepts each user by PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (the SCRAM
+    credentials are written into the cluster metadata when the storage is formatted),
+    and nothing reaches the broker unauthenticated. Names and passwords go into a
+    properties file and a JAAS line as they are: keep them to letters, digits and ``-_``.
+    """
+
+    def __init__(self, dir: Path | None = None, *,
+                 sasl_users: dict[str, str] | None = None) -> None:
         self.dir = (Path(dir) if dir is not None else default_run_dir()).absolute()
+        self.sasl_users = dict(sasl_users or {})
         self.port: int | None = None
         self.controller_port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -246,6 +261,9 @@ class Broker:
         if not (data / "meta.properties").exists():
             cid = _cluster_id()
             fmt = ["kafka.tools.StorageTool", "format", "--standalone", "-t", cid, "-c", str(props)]
+            for name, password in self.sasl_users.items():
+                for mechanism in SASL_MECHANISMS[1:]:
+                    fmt += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
             cmd = _java(self.dir / "logs", *fmt)
             res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
             if res.returncode != 0:
@@ -267,15 +285,17 @@ class Broker:
 
     def _properties(self, data: Path) -> str:
         port, cport = self.port, self.controller_port
+        client = SASL_LISTENER if self.sasl_users else "PLAINTEXT"
         return "\n".join(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
-                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"listeners={client}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+                f"advertised.listeners={client}://127.0.0.1:{port}",
+                f"listener.security.protocol.map={client}:{client},CONTROLLER:PLAINTEXT",
                 "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
+                f"inter.broker.listener.name={client}",
+                *self._sasl_properties(),
                 f"controller.quorum.bootstrap.servers=127.0.0.1:{cport}",
                 f"log.dirs={data}",
                 "num.partitions=1",
@@ -288,6 +308,24 @@ class Broker:
                 "",
             ]
         )
+
+    def _sasl_properties(self) -> list[str]:
+        """The client listener's SASL settings; none without ``sasl_users``. The broker
+        talks to itself on that listener too, as the first user, by PLAIN."""
+        if not self.sasl_users:
+            return []
+        prefix = f"listener.name.{SASL_LISTENER.lower()}"
+        (name, password), *_ = self.sasl_users.items()
+        users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
+        plain = "org.apache.kafka.common.security.plain.PlainLoginModule required"
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required"
+        return [
+            f"sasl.enabled.mechanisms={','.join(SASL_MECHANISMS)}",
+            "sasl.mechanism.inter.broker.protocol=PLAIN",
+            f'{prefix}.plain.sasl.jaas.config={plain} username="{name}" '
+            f'password="{password}" {users};',
+            *(f"{prefix}.{m.lower()}.sasl.jaas.config={scram};" for m in SASL_MECHANISMS[1:]),
+        ]
 
     def _wait_started(self, log_offset: int, timeout_s: float) -> None:
         assert self._proc is not None and self.port is not None
@@ -384,6 +422,14 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"run dir (default {default_run_dir()}); fetch ignores it",
     )
+    parser.add_argument(
+        "--sasl-user",
+        action="append",
+        default=[],
+        metavar="NAME:PASSWORD",
+        help="start: clients must authenticate (SASL_PLAINTEXT; PLAIN or SCRAM) as one of "
+        "these users (repeatable)",
+    )
     args = parser.parse_args(argv)
     run_dir: Path = args.dir or default_run_dir()
     state = _read_state(run_dir)
@@ -396,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if state is not None:  # stale: make sure nothing of it is left running
             _stop_state(state)
-        broker = Broker(run_dir)
+        users = {name: pw for name, _, pw in (u.partition(":") for u in args.sasl_user)}
+        broker = Broker(run_dir, sasl_users=users)
         bootstrap = broker.start(detach=True)
         state = {"pid": broker.pid, "bootstrap": bootstrap, "dir": str(broker.dir)}
         (run_dir / "state.json").write_text(json.dumps(state) + "\n")
