@@ -29,6 +29,10 @@ Modes:
   "description"}`` where type is the failing JSON Schema keyword, e.g. ``required``, and
   field a dot path such as ``properties.total``), or ``Blocked("plan_violation")``
   (``block``).
+
+Every ``$ref`` must resolve within the plan file or to a JSON Schema metaschema (nothing
+is fetched); a schema that
+still fails to evaluate on an event counts as one violation of type ``error``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ from typing import Any, Literal
 import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
+from jsonschema_specifications import REGISTRY as METASCHEMAS
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 
 Unplanned = Literal["allow", "block"]
 Violations = Literal["allow", "tag", "block"]
@@ -112,12 +119,21 @@ class TrackingPlan:
             return event
         target = event.get(field)
         errors = validator.iter_errors(target if target is not None else {})
-        if self.violations == "block":
-            first = next(errors, None)
-            if first is None:
-                return event
-            return Blocked("plan_violation", _describe(first, field)["description"])
-        found = [_describe(e, field) for e in islice(errors, MAX_VIOLATIONS)]
+        try:
+            if self.violations == "block":
+                first = next(errors, None)
+                if first is None:
+                    return event
+                return Blocked("plan_violation", _describe(first, field)["description"])
+            found = [_describe(e, field) for e in islice(errors, MAX_VIOLATIONS)]
+        except Exception as exc:  # a schema that fails to evaluate on this event
+            # counts as a violation: it must never stop the consumer (one event would
+            # then crash the router on every restart)
+            error = {"type": "error", "field": field,
+                     "description": f"the schema could not be evaluated: {exc}"}
+            if self.violations == "block":
+                return Blocked("plan_violation", error["description"])
+            found = [error]
         if not found:
             return event
         context = event.get("context")
@@ -135,7 +151,41 @@ def _compile(schema: Any, what: str) -> Draft202012Validator:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         raise ValueError(f"the schema of {what} is invalid: {exc.message}") from exc
+    if isinstance(schema, dict):
+        # jsonschema resolves $ref only while validating, and fetches nothing over the
+        # network (the JSON Schema metaschemas are built in): a reference to anywhere
+        # else would fail on every event
+        resource = DRAFT202012.create_resource(schema)
+        registry = METASCHEMAS.with_resource(resource.id() or "", resource).crawl()
+        try:
+            _check_refs(schema, registry.resolver(base_uri=resource.id() or ""))
+        except Unresolvable as exc:
+            raise ValueError(f"the schema of {what} has a $ref that does not resolve "
+                             f"within the plan: {exc}") from exc
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+# keywords whose values are data, not subschemas: a "$ref" key inside them is not a ref
+_DATA_KEYWORDS = frozenset(("const", "enum", "default", "examples"))
+
+
+def _check_refs(node: Any, resolver: Any) -> None:  # a referencing Resolver
+    """Raise Unresolvable for the first $ref / $dynamicRef that points nowhere."""
+    if isinstance(node, list):
+        for item in node:
+            _check_refs(item, resolver)
+        return
+    if not isinstance(node, dict):
+        return
+    if isinstance(node.get("$id"), str):  # a nested $id changes the base of its refs
+        resolver = resolver.in_subresource(DRAFT202012.create_resource(node))
+    for keyword in ("$ref", "$dynamicRef"):
+        ref = node.get(keyword)
+        if isinstance(ref, str):
+            resolver.lookup(ref)
+    for key, value in node.items():
+        if key not in _DATA_KEYWORDS:
+            _check_refs(value, resolver)
 
 
 def _describe(error: ValidationError, root: str) -> dict[str, str]:

@@ -19,18 +19,21 @@ dropped or hashed (the engine relies on them).
   ``context`` (nested values of a kept key are kept whole); an object not named is left
   alone. ``traits`` applies both to ``traits`` and to ``context.traits``.
 - ``hash_fields`` replaces a string with the SHA-256 hex of its trimmed, lower-cased text,
-  leaving a value that is already 64 hex characters alone; a number is hashed from its
+  leaving a value that is already 64 hex characters alone and a blank one blank (``""``,
+  as Segment does); a number is hashed from its
   JSON text (``5551234`` -> sha256("5551234")); null and missing fields stay as they are;
   a bool, object or list is removed (it cannot be hashed meaningfully and must not leak).
 - ``set_fields`` values are JSON literals; a string that is exactly ``{{path}}`` copies
-  that field with its type (nothing is set when it is missing); ``{{path}}`` inside a
+  that field with its type (nothing is set when it is missing; an object is copied, so
+  later steps edit the two places separately); ``{{path}}`` inside a
   longer string interpolates its text (missing -> empty). A field under a non-object
   parent is not set.
 - ``sample`` keeps ``percent`` % of events, chosen deterministically by ``messageId``
   (CRC-32 bucket out of 10,000): a re-delivered event meets the same fate.
 - ``python`` names ``module:function``, imported at load; it gets a private deep copy of
   the event and returns a dict (the new event) or None to drop it (``transform``). An
-  exception or a non-dict result gives ``transform_error``.
+  exception, or a result that is not a JSON object or lost the event's ``type``,
+  ``messageId`` or ``timestamp``, gives ``transform_error``.
 
 The compiled function returns the event, or a drop reason: ``sampled``, ``transform`` or
 ``transform_error``. Copy-on-write: it never mutates its input or anything reachable from
@@ -373,7 +376,10 @@ def _hash_value(value: Any) -> Any:
     if isinstance(value, str):
         if len(value) == 64 and HEX64.fullmatch(value):
             return value
-        return hashlib.sha256(value.strip().lower().encode("utf-8")).hexdigest()
+        text = value.strip().lower()
+        # a blank stays blank (as Segment's hashing does): sha256("") would make every
+        # blank value look like one and the same person downstream
+        return hashlib.sha256(text.encode("utf-8")).hexdigest() if text else ""
     if type(value) is int or type(value) is float:
         return hashlib.sha256(orjson.dumps(value)).hexdigest()
     return _MISSING
@@ -401,7 +407,14 @@ def _template(value: JsonValue) -> Callable[[_Edit], Any]:
     whole = TEMPLATE.fullmatch(value)
     if whole:
         source = parse_path(whole.group(1))
-        return lambda edit: edit.get(source)
+
+        def copy_field(edit: _Edit) -> Any:
+            found = edit.get(source)
+            # an object is copied whole: shared, a later step editing one place (which
+            # may be a dict this edit already owns) would change the other too
+            return orjson.loads(orjson.dumps(found)) if type(found) is dict else found
+
+        return copy_field
     pieces = TEMPLATE.split(value)  # literal, path, literal, path, ..., literal
     parts: list[str | Path] = [
         parse_path(p) if i % 2 else p for i, p in enumerate(pieces) if p or i % 2
@@ -454,6 +467,21 @@ def _import(target: str) -> Callable[[dict[str, Any]], Any]:
     return cast(Callable[[dict[str, Any]], Any], fn)
 
 
+def _usable(result: Any, given: dict[str, Any]) -> bool:
+    """A python transform's result can be sent: a JSON object that kept the fields the
+    engine and the connectors rely on (``type``, ``messageId``, ``timestamp``, as strings,
+    where the event it was given had them). Anything else would fail later, when its
+    batch is encoded, and take the batch's other events down with it."""
+    if not isinstance(result, dict) or not all(
+            isinstance(result.get(key), str) for key in NEVER_DROPPED if key in given):
+        return False
+    try:
+        orjson.dumps(result)
+    except TypeError:  # orjson.JSONEncodeError: a set, an object, a too-large int, ...
+        return False
+    return True
+
+
 def _python(fn: Callable[[dict[str, Any]], Any]) -> StepFn:
     def python(edit: _Edit) -> str | None:
         try:
@@ -462,7 +490,7 @@ def _python(fn: Callable[[dict[str, Any]], Any]) -> StepFn:
             return "transform_error"
         if result is None:
             return "transform"
-        if not isinstance(result, dict):
+        if not _usable(result, edit.root):
             return "transform_error"
         edit.reset(result)
         return None
