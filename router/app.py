@@ -82,6 +82,7 @@ class Router:
         self.retry_sources: dict[str, Source] = {}
         self.tasks: dict[str, asyncio.Task[Any]] = {}
         self.started = False
+        self.reloading = asyncio.Lock()  # SIGHUP and the API: one reload at a time
         self.stopping = asyncio.Event()
         self.last_tick = time.monotonic()
         self.producer: AIOKafkaProducer | None = None
@@ -320,4 +321,9 @@ class Router:
                       problems=exc.problems)
             return False, str(exc)
         from router.reload import apply
-        return await apply(self, new)
+        async with self.reloading:
+            try:
+                return await apply(self, new)
+            except Exception as exc:  # e.g. Kafka refused to create a new retry topic
+                log.exception("Reload failed; restart the router to apply the config.")
+                return False, f"reload failed: {exc!r}"

@@ -73,7 +73,10 @@ def _payload(dest: Any, event: dict[str, Any]) -> dict[str, Any]:
     if connector.encode is None:
         preview = connector.preview
         return {"rows": preview([event], dest.settings) if preview else [event]}
-    encoded = connector.encode([event], dest.settings)
+    try:
+        encoded = connector.encode([event], dest.settings)
+    except Exception as exc:  # as the engine does: that event is rejected, with why
+        return {"decision": "rejected", "reason": f"encode failed: {exc!r}"}
     if encoded.rejected:
         return {"decision": "rejected", "reason": encoded.rejected[0]}
     return {"requests": [_request(request) for request in encoded.requests]}

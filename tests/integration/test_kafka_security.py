@@ -82,7 +82,8 @@ async def all_committed(options: dict[str, Any], group: str, topic: str) -> bool
     try:
         tps = [TopicPartition(topic, p) for p in await topics.partitions(options, topic)]
         ends = await consumer.end_offsets(tps)
-        return all([await consumer.committed(tp) == ends[tp] for tp in tps])
+        # a partition that never had a record has nothing committed (None): its end is 0
+        return all([(await consumer.committed(tp) or 0) == ends[tp] for tp in tps])
     finally:
         await consumer.stop()
 

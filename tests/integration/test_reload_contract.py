@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaError
 
 from router.app import Router
 from router.config import load
@@ -69,6 +70,22 @@ async def test_a_changed_destination_keeps_redriving_its_parked_events(
                     router.tasks["retry:b"], router.stats.destinations["b"]) == b_parts
             assert not b_parts[2].done() and b_parts[3].delivered == delivered_b
             assert sorted(b.ids) == sorted(ids)  # nothing re-sent to b by the reload
+
+            # a reload that fails (Kafka refuses a new destination's retry topic) says why,
+            # as an answer, not an exception; two at once run one after the other
+            async def refused(*_: Any) -> None:
+                raise KafkaError("topic creation refused")
+
+            router._ensure_topics = refused  # type: ignore[method-assign]
+            cfg["destinations"].append(webhook("c", f"{b.url}/c"))
+            write_config(path, cfg)
+            results = await asyncio.gather(router.reload(), router.reload())
+            assert [ok for ok, _ in results] == [False, False]
+            assert all("reload failed" in message for _, message in results), results
+            del router._ensure_topics  # the class's own again
+            more = list(generate(5, seed=43))
+            await produce(kafka_bootstrap, topic, more)  # still routing, as before
+            await b.wait_for(lambda: {e["messageId"] for e in more} <= set(b.ids), 20)
         finally:
             router.stop()
             await asyncio.wait_for(task, 60)

@@ -9,6 +9,7 @@ required fields and time fields) and from DESIGN.md's configuration contract.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from router.cli import main
+from router.config import load
 from router.demo import generate
 
 DESIGN = Path("/work/shared/DESIGN.md")  # where the team keeps it; skipped elsewhere
@@ -328,3 +330,26 @@ def test_shipped_tracking_plan_passes_the_demo_events(tmp_path: Path,
     results, _ = dry_run(tmp_path, [{"name": "h", "type": "webhook", "settings": HOOK}],
                          [broken], extra=plan)
     assert "tracking_plan" in results[0]["reason"]
+
+
+def test_dry_run_reports_an_encoder_that_raises(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the engine does, the event is rejected with why; the other events still show."""
+    config = tmp_path / "probe.yaml"
+    config.write_text(_yaml([{"name": "h", "type": "webhook", "settings": HOOK}]))
+    model = type(load(config).destinations[0])
+    original = model.connector
+
+    def broken(events: list[dict[str, Any]], _settings: Any) -> Any:
+        if any(e.get("event") == "Boom" for e in events):
+            raise ValueError("cannot encode Boom")
+        assert original.encode is not None
+        return original.encode(events, _settings)
+
+    monkeypatch.setattr(model, "connector",
+                        dataclasses.replace(original, encode=broken))
+    results, _ = dry_run(tmp_path, [{"name": "h", "type": "webhook", "settings": HOOK}],
+                         [track(event="Boom"), track()])
+    assert results[0]["destinations"]["h"] == {
+        "decision": "rejected", "reason": "encode failed: ValueError('cannot encode Boom')"}
+    assert results[1]["destinations"]["h"]["decision"] == "sent"
