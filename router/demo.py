@@ -87,9 +87,9 @@ async def produce(config: Config, topic: str, lines: list[bytes], demo: int = 0,
     from router.app import kafka_options
 
     producer = AIOKafkaProducer(**kafka_options(config), acks="all", linger_ms=10)
-    await producer.start()
     sent = 0
-    try:
+    try:  # stopped even when it fails to start (it holds its connections)
+        await producer.start()
         futures = []
         for line in lines:
             if line.strip():

@@ -37,10 +37,10 @@ async def replay(config: Config, *, destination: str | None = None, since: str |
     consumer = AIOKafkaConsumer(**kafka_options(config), group_id=None,
                                 enable_auto_commit=False)
     producer = AIOKafkaProducer(**kafka_options(config), acks="all")
-    await consumer.start()
-    await asyncio.sleep(0)  # let aiokafka's no-group task start, or stop() raises
     counts: dict[str, Any] = {"scanned": 0, "replayed": 0, "skipped": 0, "by_destination": {}}
-    try:
+    try:  # both clients stopped even when one fails to start (they hold connections)
+        await consumer.start()
+        await asyncio.sleep(0)  # let aiokafka's no-group task start, or stop() raises
         tps = [TopicPartition(k.dead_letter_topic, p)
                for p in await topics.partitions(kafka_options(config), k.dead_letter_topic)]
         if not tps:

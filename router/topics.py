@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -12,15 +13,28 @@ from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import (
     IllegalSaslStateError,
     KafkaConnectionError,
+    KafkaError,
     SaslAuthenticationFailed,
     TopicAlreadyExistsError,
     UnsupportedSaslMechanismError,
 )
 from aiokafka.partitioner import murmur2
 
-# A broker that answers but refuses the client's SASL login. aiokafka reports these
-# as "Unable to bootstrap" (KafkaConnectionError), like a broker that is down.
-REFUSALS = (SaslAuthenticationFailed, UnsupportedSaslMechanismError, IllegalSaslStateError)
+
+class TLSHandshakeFailed(KafkaError):
+    """No TLS session with a broker that answered: the client does not trust the
+    broker's certificate (wrong ``ssl_cafile``, a name the certificate does not carry),
+    or the broker refused the client's (none, or one it does not trust)."""
+
+
+# A broker that answers but refuses the client's SASL login or TLS handshake. aiokafka
+# reports these as "Unable to bootstrap" (KafkaConnectionError), like a broker that is down.
+REFUSALS = (SaslAuthenticationFailed, UnsupportedSaslMechanismError, IllegalSaslStateError,
+            TLSHandshakeFailed)
+# TLS errors that only say the connection went away (a broker stopping mid-handshake):
+# those stay "not reachable"; any other SSLError is a disagreement waiting will not fix.
+TLS_CONNECTION_LOST = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError,
+                       ssl.SSLWantReadError, ssl.SSLWantWriteError)
 # The options of a client that also apply to one connection (create_conn's keywords).
 CONNECTION_OPTIONS = ("client_id", "security_protocol", "ssl_context", "sasl_mechanism",
                       "sasl_plain_username", "sasl_plain_password")
@@ -33,8 +47,9 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 async def start_admin(admin: AIOKafkaAdminClient, options: dict[str, Any]) -> None:
     """``admin.start()``, except that a broker refusing the credentials raises its own
-    error (``SaslAuthenticationFailed`` ...) rather than ``KafkaConnectionError``: a
-    wrong password is not "Kafka is not reachable yet" and waiting will not fix it."""
+    error (``SaslAuthenticationFailed``, ``TLSHandshakeFailed`` ...) rather than
+    ``KafkaConnectionError``: a wrong password or CA is not "Kafka is not reachable yet"
+    and waiting will not fix it."""
     try:
         await admin.start()
     except KafkaConnectionError:
@@ -50,9 +65,33 @@ async def raise_refusal(options: dict[str, Any]) -> None:
             conn = await asyncio.wait_for(create_conn(host, port, **settings), 10)
         except REFUSALS:
             raise
-        except Exception:  # down or unreachable: the caller's error stands
+        except Exception as exc:  # down or unreachable: the caller's error stands
+            tls = _tls_failure(exc)
+            if tls is not None:
+                raise TLSHandshakeFailed(f"{host}:{port}: {tls} ({_tls_hint(tls)})") from tls
             continue
         conn.close()
+
+
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The failed TLS handshake behind a failed connection, if that is what it was. Our
+    own check of the broker's certificate fails in the handshake (SSLCertVerificationError);
+    the broker's rejection of ours arrives as an alert on the first read, which aiokafka
+    reports as "Connection closed" caused by it."""
+    for error in (exc, exc.__cause__):
+        if isinstance(error, ssl.SSLError) and not isinstance(error, TLS_CONNECTION_LOST):
+            return error
+    return None
+
+
+def _tls_hint(error: ssl.SSLError) -> str:
+    """Which setting to look at, in words (OpenSSL's own are terse)."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return "the broker's certificate is not trusted: check ssl_cafile and the host name"
+    if "ALERT" in (error.reason or ""):  # e.g. TLSV13_ALERT_CERTIFICATE_REQUIRED
+        return ("the broker rejected the handshake: does it require a client certificate "
+                "(ssl_certfile, ssl_keyfile) signed by a CA it trusts?")
+    return "the client's and the broker's TLS settings do not match"
 
 
 async def reach(options: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ Kafka is assembled from Maven Central jars (no tarball download) into
     python -m scripts.kafka fetch                  # resolve the jars once (needs java + mvn)
     python -m scripts.kafka start [--dir DIR]      # detached broker, prints the bootstrap
     python -m scripts.kafka start --sasl-user alice:secret   # clients must authenticate
+    python -m scripts.kafka start --ssl-keystore broker.pem --ssl-cafile ca.pem   # TLS
     python -m scripts.kafka status|stop [--dir DIR]
 
 Stdlib only, so it runs before the project's own dependencies are installed.
@@ -197,7 +198,8 @@ def _java(logs_dir: Path, *args: str) -> list[str]:
     ]
 
 
-# The client listener's name when clients must authenticate (``Broker(sasl_users=...)``).
+# The client listener's name when clients must authenticate (``Broker(sasl_users=...)``);
+# with TLS as well it is SASL_SSL.
 SASL_LISTENER = "SASL_PLAINTEXT"
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -210,12 +212,29 @@ class Broker:
     credentials are written into the cluster metadata when the storage is formatted),
     and nothing reaches the broker unauthenticated. Names and passwords go into a
     properties file and a JAAS line as they are: keep them to letters, digits and ``-_``.
+
+    With ``ssl_keystore`` (a PEM file: the broker's unencrypted PKCS#8 private key, then
+    its certificate chain) the client port speaks TLS: SSL, or SASL_SSL with
+    ``sasl_users``; the certificate must name 127.0.0.1. ``ssl_cafile`` (PEM CA
+    certificates) is required with it and must trust that certificate: Kafka refuses to
+    start when its own client could not connect to its own listener. With
+    ``ssl_client_auth`` every client must also present a certificate that ``ssl_cafile``
+    trusts (mutual TLS).
     """
 
     def __init__(self, dir: Path | None = None, *,
-                 sasl_users: dict[str, str] | None = None) -> None:
+                 sasl_users: dict[str, str] | None = None,
+                 ssl_keystore: Path | None = None, ssl_cafile: Path | None = None,
+                 ssl_client_auth: bool = False) -> None:
+        if (ssl_keystore is None) != (ssl_cafile is None):
+            raise ValueError("ssl_keystore and ssl_cafile go together")
+        if ssl_client_auth and ssl_keystore is None:
+            raise ValueError("ssl_client_auth needs ssl_keystore and ssl_cafile")
         self.dir = (Path(dir) if dir is not None else default_run_dir()).absolute()
         self.sasl_users = dict(sasl_users or {})
+        self.ssl_keystore = Path(ssl_keystore).absolute() if ssl_keystore else None
+        self.ssl_cafile = Path(ssl_cafile).absolute() if ssl_cafile else None
+        self.ssl_client_auth = ssl_client_auth
         self.port: int | None = None
         self.controller_port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -283,9 +302,16 @@ class Broker:
         self._wait_started(log_offset, timeout_s)
         return self.bootstrap
 
+    @property
+    def listener(self) -> str:
+        """The client listener's name, which is also its security protocol."""
+        if self.ssl_keystore is not None:
+            return "SASL_SSL" if self.sasl_users else "SSL"
+        return SASL_LISTENER if self.sasl_users else "PLAINTEXT"
+
     def _properties(self, data: Path) -> str:
         port, cport = self.port, self.controller_port
-        client = SASL_LISTENER if self.sasl_users else "PLAINTEXT"
+        client = self.listener
         return "\n".join(
             [
                 "process.roles=broker,controller",
@@ -296,6 +322,7 @@ class Broker:
                 "controller.listener.names=CONTROLLER",
                 f"inter.broker.listener.name={client}",
                 *self._sasl_properties(),
+                *self._ssl_properties(),
                 f"controller.quorum.bootstrap.servers=127.0.0.1:{cport}",
                 f"log.dirs={data}",
                 "num.partitions=1",
@@ -314,7 +341,7 @@ class Broker:
         talks to itself on that listener too, as the first user, by PLAIN."""
         if not self.sasl_users:
             return []
-        prefix = f"listener.name.{SASL_LISTENER.lower()}"
+        prefix = f"listener.name.{self.listener.lower()}"
         (name, password), *_ = self.sasl_users.items()
         users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
         plain = "org.apache.kafka.common.security.plain.PlainLoginModule required"
@@ -326,6 +353,18 @@ class Broker:
             f'password="{password}" {users};',
             *(f"{prefix}.{m.lower()}.sasl.jaas.config={scram};" for m in SASL_MECHANISMS[1:]),
         ]
+
+    def _ssl_properties(self) -> list[str]:
+        """The client listener's TLS settings (PEM files, as Kafka reads them since
+        2.7); none without ``ssl_keystore``."""
+        if self.ssl_keystore is None:
+            return []
+        lines = ["ssl.keystore.type=PEM", f"ssl.keystore.location={self.ssl_keystore}",
+                 "ssl.truststore.type=PEM", f"ssl.truststore.location={self.ssl_cafile}"]
+        if self.ssl_client_auth:
+            # with the listener's prefix: unprefixed, SASL_SSL listeners ignore it (KIP-684)
+            lines.append(f"listener.name.{self.listener.lower()}.ssl.client.auth=required")
+        return lines
 
     def _wait_started(self, log_offset: int, timeout_s: float) -> None:
         assert self._proc is not None and self.port is not None
@@ -430,6 +469,25 @@ def main(argv: list[str] | None = None) -> int:
         help="start: clients must authenticate (SASL_PLAINTEXT; PLAIN or SCRAM) as one of "
         "these users (repeatable)",
     )
+    parser.add_argument(
+        "--ssl-keystore",
+        type=Path,
+        metavar="PEM",
+        help="start: clients connect by TLS (SSL, or SASL_SSL with --sasl-user); the "
+        "broker's unencrypted PKCS#8 key followed by its certificate chain, for 127.0.0.1",
+    )
+    parser.add_argument(
+        "--ssl-cafile",
+        type=Path,
+        metavar="PEM",
+        help="start, with --ssl-keystore: the CA certificates the broker trusts (its own "
+        "certificate's, which Kafka checks at start; and the clients' with --ssl-client-auth)",
+    )
+    parser.add_argument(
+        "--ssl-client-auth",
+        action="store_true",
+        help="start: clients must present a certificate that --ssl-cafile trusts",
+    )
     args = parser.parse_args(argv)
     run_dir: Path = args.dir or default_run_dir()
     state = _read_state(run_dir)
@@ -443,7 +501,11 @@ def main(argv: list[str] | None = None) -> int:
         if state is not None:  # stale: make sure nothing of it is left running
             _stop_state(state)
         users = {name: pw for name, _, pw in (u.partition(":") for u in args.sasl_user)}
-        broker = Broker(run_dir, sasl_users=users)
+        try:
+            broker = Broker(run_dir, sasl_users=users, ssl_keystore=args.ssl_keystore,
+                            ssl_cafile=args.ssl_cafile, ssl_client_auth=args.ssl_client_auth)
+        except ValueError as exc:
+            parser.error(str(exc))
         bootstrap = broker.start(detach=True)
         state = {"pid": broker.pid, "bootstrap": bootstrap, "dir": str(broker.dir)}
         (run_dir / "state.json").write_text(json.dumps(state) + "\n")

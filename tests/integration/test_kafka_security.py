@@ -6,23 +6,17 @@ unauthenticated (``scripts.kafka.Broker(sasl_users=...)``)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
-from router import topics
 from scripts.kafka import Broker
 from tests.fakes.webhook import WebhookSink
 from tests.integration.harness import (
-    ROOT,
     config_dict,
     eventually,
     headers,
@@ -30,6 +24,7 @@ from tests.integration.harness import (
     webhook,
     write_config,
 )
+from tests.integration.secured import all_committed, cli, read_all, track
 
 pytestmark = pytest.mark.kafka
 USERS = {"router": "router-secret", "loader": "loader-secret"}
@@ -47,50 +42,6 @@ def sasl(user: str, mechanism: str = "PLAIN", password: str | None = None) -> di
     """The ``kafka`` config keys (also aiokafka's options) to log in as ``user``."""
     return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": mechanism,
             "sasl_plain_username": user, "sasl_plain_password": password or USERS[user]}
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "router.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
-
-
-async def read_all(options: dict[str, Any], topic: str) -> list[Any]:
-    """Every record in ``topic``, read as the client ``options`` describe."""
-    tps = [TopicPartition(topic, p) for p in await topics.partitions(options, topic)]
-    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
-    await consumer.start()
-    await asyncio.sleep(0)  # let aiokafka's no-group task start, or stop() raises
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[Any] = []
-        while len(out) < sum(ends.values()):
-            batch = await consumer.getmany(timeout_ms=500)
-            out += [r for records in batch.values() for r in records]
-        return out
-    finally:
-        await consumer.stop()
-
-
-async def all_committed(options: dict[str, Any], group: str, topic: str) -> bool:
-    """The group's committed offsets have reached the end of every partition."""
-    consumer = AIOKafkaConsumer(**options, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    await asyncio.sleep(0)
-    try:
-        tps = [TopicPartition(topic, p) for p in await topics.partitions(options, topic)]
-        ends = await consumer.end_offsets(tps)
-        # a partition that never had a record has nothing committed (None): its end is 0
-        return all([(await consumer.committed(tp) or 0) == ends[tp] for tp in tps])
-    finally:
-        await consumer.stop()
-
-
-def track(message_id: str) -> dict[str, Any]:
-    return {"type": "track", "event": "Secured", "userId": f"u-{message_id}",
-            "messageId": message_id}
 
 
 async def test_the_router_runs_produces_and_replays_on_a_sasl_kafka(
