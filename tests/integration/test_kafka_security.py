@@ -6,25 +6,20 @@ unauthenticated (``scripts.kafka.Broker(sasl_users=...)``)."""
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from scripts.kafka import Broker
-from tests.fakes.webhook import WebhookSink
 from tests.integration.harness import (
     config_dict,
-    eventually,
-    headers,
     spawn,
     webhook,
     write_config,
 )
-from tests.integration.secured import all_committed, cli, read_all, track
+from tests.integration.secured import cli, routes_dead_letters_and_replays, track
 
 pytestmark = pytest.mark.kafka
 USERS = {"router": "router-secret", "loader": "loader-secret"}
@@ -46,60 +41,13 @@ def sasl(user: str, mechanism: str = "PLAIN", password: str | None = None) -> di
 
 async def test_the_router_runs_produces_and_replays_on_a_sasl_kafka(
         secured: Broker, tmp_path: Path) -> None:
-    topic = "secured-events"
-    async with WebhookSink() as sink:
-        sink.reject_ids = {"rejected-1"}  # dead-lettered by the hook (replayable)
-        cfg = config_dict(secured.bootstrap, topic, [webhook("hook", f"{sink.url}/events")],
-                          **sasl("router"))
-        path = write_config(tmp_path / "router.yaml", cfg)
-        log = tmp_path / "router.log"
-        proc = spawn(path, log)
-        try:
-            # the router creates its topics (admin client) and joins its group
-            await eventually(lambda: "Router started." in log.read_text(), 45)
-            # an authenticated producer of another user, by SCRAM
-            loader = sasl("loader", "SCRAM-SHA-256")
-            producer = AIOKafkaProducer(bootstrap_servers=secured.bootstrap, acks="all",
-                                        **loader)
-            await producer.start()
-            try:
-                for value in (*(orjson.dumps(track(i)) for i in ("ok-1", "rejected-1")),
-                              b"not json"):
-                    await producer.send_and_wait(topic, value)
-            finally:
-                await producer.stop()
-            await sink.wait_for(lambda: sink.ids == ["ok-1"], 20)
-
-            # the router's own producer writes the dead letters
-            options = {"bootstrap_servers": secured.bootstrap, **loader}
-            await eventually(lambda: all_committed(options, cfg["kafka"]["group_id"], topic),
-                             20)
-            dead = await read_all(options, f"{topic}.dlq")
-            assert sorted(headers(r).get("destination", "-") for r in dead) == ["-", "hook"]
-            assert b"not json" in [r.value for r in dead]
-
-            # the CLI, with the same config (by SCRAM-SHA-512 this time)
-            cli_cfg = {**cfg, "kafka": {**cfg["kafka"], **sasl("router", "SCRAM-SHA-512")}}
-            cli_path = write_config(tmp_path / "cli.yaml", cli_cfg)
-            events = tmp_path / "events.ndjson"
-            events.write_bytes(orjson.dumps(track("cli-1")) + b"\n")
-            sent = await asyncio.to_thread(cli, "produce", "-c", str(cli_path), str(events))
-            assert sent.returncode == 0 and "published 1 events" in sent.stdout, sent.stderr
-            await sink.wait_for(lambda: "cli-1" in sink.ids, 20)
-
-            sink.reject_ids = set()  # the hook is fixed
-            replayed = await asyncio.to_thread(cli, "replay", "-c", str(cli_path))
-            assert replayed.returncode == 0, replayed.stderr
-            assert orjson.loads(replayed.stdout)["by_destination"] == {"hook": 1}
-            await sink.wait_for(lambda: "rejected-1" in sink.ids, 20)
-
-            proc.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(proc.wait, 30) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert sorted(sink.ids) == ["cli-1", "ok-1", "rejected-1"]
-    assert "Traceback" not in log.read_text()
+    """The router by PLAIN; another client (the loader) by SCRAM-SHA-256; the CLI by
+    SCRAM-SHA-512."""
+    cfg = config_dict(secured.bootstrap, "secured-events", [webhook("hook", "")],
+                      **sasl("router"))
+    loader = {"bootstrap_servers": secured.bootstrap, **sasl("loader", "SCRAM-SHA-256")}
+    await routes_dead_letters_and_replays(cfg, loader, tmp_path,
+                                          cli_kafka=sasl("router", "SCRAM-SHA-512"))
 
 
 async def test_a_wrong_password_stops_the_router_with_one_line(

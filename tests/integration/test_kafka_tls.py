@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,8 +25,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from scripts.kafka import Broker
 from tests.fakes.webhook import WebhookSink
-from tests.integration.harness import config_dict, eventually, headers, spawn, webhook, write_config
-from tests.integration.secured import all_committed, cli, read_all, track
+from tests.integration.harness import config_dict, eventually, spawn, webhook, write_config
+from tests.integration.secured import cli, routes_dead_letters_and_replays, track
 
 pytestmark = pytest.mark.kafka
 USERS = {"router": "router-secret"}
@@ -140,51 +139,10 @@ async def stop(proc: Any) -> None:
 
 async def test_the_router_runs_produces_and_replays_on_a_tls_kafka(
         tls_broker: Broker, pki: Pki, tmp_path: Path) -> None:
-    topic = "tls-events"
-    async with WebhookSink() as sink:
-        sink.reject_ids = {"rejected-1"}  # dead-lettered by the hook (replayable)
-        cfg = config_dict(tls_broker.bootstrap, topic, [webhook("hook", f"{sink.url}/events")],
-                          **tls(pki.ca))
-        path = write_config(tmp_path / "router.yaml", cfg)
-        log = tmp_path / "router.log"
-        proc = spawn(path, log)
-        try:
-            await eventually(lambda: "Router started." in log.read_text(), 45)
-            options = client_options(tls_broker, pki)
-            producer = AIOKafkaProducer(**options, acks="all")
-            await producer.start()
-            try:
-                for value in (*(orjson.dumps(track(i)) for i in ("ok-1", "rejected-1")),
-                              b"not json"):
-                    await producer.send_and_wait(topic, value)
-            finally:
-                await producer.stop()
-            await sink.wait_for(lambda: sink.ids == ["ok-1"], 20)
-
-            # the router's own producer wrote the dead letters, and its consumer committed
-            await eventually(lambda: all_committed(options, cfg["kafka"]["group_id"], topic),
-                             20)
-            dead = await read_all(options, f"{topic}.dlq")
-            assert sorted(headers(r).get("destination", "-") for r in dead) == ["-", "hook"]
-            assert b"not json" in [r.value for r in dead]
-
-            events = tmp_path / "events.ndjson"
-            events.write_bytes(orjson.dumps(track("cli-1")) + b"\n")
-            sent = await asyncio.to_thread(cli, "produce", "-c", str(path), str(events))
-            assert sent.returncode == 0 and "published 1 events" in sent.stdout, sent.stderr
-            await sink.wait_for(lambda: "cli-1" in sink.ids, 20)
-
-            sink.reject_ids = set()  # the hook is fixed
-            replayed = await asyncio.to_thread(cli, "replay", "-c", str(path))
-            assert replayed.returncode == 0, replayed.stderr
-            assert orjson.loads(replayed.stdout)["by_destination"] == {"hook": 1}
-            await sink.wait_for(lambda: "rejected-1" in sink.ids, 20)
-            await stop(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert sorted(sink.ids) == ["cli-1", "ok-1", "rejected-1"]
-    assert "Traceback" not in log.read_text()
+    cfg = config_dict(tls_broker.bootstrap, "tls-events", [webhook("hook", "")],
+                      **tls(pki.ca))
+    await routes_dead_letters_and_replays(cfg, client_options(tls_broker, pki), tmp_path,
+                                          cli_kafka={})
 
 
 async def assert_refused(cfg: dict[str, Any], tmp_path: Path, reason: str) -> None:
