@@ -115,3 +115,31 @@ async def routes_dead_letters_and_replays(cfg: dict[str, Any], options: dict[str
                 proc.kill()
     assert sorted(sink.ids) == ["cli-1", "ok-1", "rejected-1"]
     assert "Traceback" not in log.read_text()
+
+
+async def assert_refused(cfg: dict[str, Any], tmp_path: Path, error: str, reason: str) -> str:
+    """``run``, ``produce`` and ``replay`` with ``cfg`` each stop at once with exit code 1
+    and one line naming ``error`` and ``reason`` (no traceback, no waiting for a Kafka
+    that answered); the router's log."""
+    path = write_config(tmp_path / "router.yaml", cfg)
+    log = tmp_path / "router.log"
+    proc = spawn(path, log)
+    try:
+        code = await asyncio.to_thread(proc.wait, 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert code == 1, text
+    refused = [line for line in text.splitlines() if "Kafka refused" in line]
+    assert len(refused) == 1 and error in refused[0] and reason in refused[0], text
+    assert "Traceback" not in text and "not reachable yet" not in text, text
+
+    events = tmp_path / "events.ndjson"
+    events.write_bytes(orjson.dumps(track("refused-1")) + b"\n")
+    for args in (["produce", str(events)], ["replay"]):
+        done = await asyncio.to_thread(cli, *args, "-c", str(path))
+        assert done.returncode == 1, done.stderr
+        assert f"{args[0]}: Kafka: {error}" in done.stderr, done.stderr
+        assert reason in done.stderr and "Traceback" not in done.stderr, done.stderr
+    return text

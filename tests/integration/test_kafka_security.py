@@ -5,21 +5,17 @@ unauthenticated (``scripts.kafka.Broker(sasl_users=...)``)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 
 from scripts.kafka import Broker
 from tests.integration.harness import (
     config_dict,
-    spawn,
     webhook,
-    write_config,
 )
-from tests.integration.secured import cli, routes_dead_letters_and_replays, track
+from tests.integration.secured import assert_refused, routes_dead_letters_and_replays
 
 pytestmark = pytest.mark.kafka
 USERS = {"router": "router-secret", "loader": "loader-secret"}
@@ -54,25 +50,6 @@ async def test_a_wrong_password_stops_the_router_with_one_line(
         secured: Broker, tmp_path: Path) -> None:
     cfg = config_dict(secured.bootstrap, "secured-refused", [webhook("hook", "http://127.0.0.1:9")],
                       **sasl("router", password="not-the-password"))
-    log = tmp_path / "router.log"
-    proc = spawn(write_config(tmp_path / "router.yaml", cfg), log)
-    try:
-        code = await asyncio.to_thread(proc.wait, 30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    text = log.read_text()
-    assert code == 1, text
-    refused = [line for line in text.splitlines() if "Kafka refused" in line]
-    assert len(refused) == 1 and "Authentication failed" in refused[0], text
-    assert "Traceback" not in text and "not reachable yet" not in text, text
+    text = await assert_refused(cfg, tmp_path, "SaslAuthenticationFailed",
+                                "Authentication failed")
     assert "not-the-password" not in text
-
-    # the CLI's Kafka commands too: one line naming the refusal, exit 1
-    events = tmp_path / "events.ndjson"
-    events.write_bytes(orjson.dumps(track("refused-1")) + b"\n")
-    for args in (["produce", str(events)], ["replay"]):
-        done = await asyncio.to_thread(cli, *args, "-c", str(tmp_path / "router.yaml"))
-        assert done.returncode == 1, done.stderr
-        assert f"{args[0]}: Kafka: SaslAuthenticationFailed" in done.stderr, done.stderr
-        assert "Traceback" not in done.stderr, done.stderr

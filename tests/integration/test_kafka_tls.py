@@ -26,7 +26,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from scripts.kafka import Broker
 from tests.fakes.webhook import WebhookSink
 from tests.integration.harness import config_dict, eventually, spawn, webhook, write_config
-from tests.integration.secured import cli, routes_dead_letters_and_replays, track
+from tests.integration.secured import (
+    assert_refused,
+    cli,
+    routes_dead_letters_and_replays,
+    track,
+)
 
 pytestmark = pytest.mark.kafka
 USERS = {"router": "router-secret"}
@@ -145,38 +150,11 @@ async def test_the_router_runs_produces_and_replays_on_a_tls_kafka(
                                           cli_kafka={})
 
 
-async def assert_refused(cfg: dict[str, Any], tmp_path: Path, reason: str) -> None:
-    """``run``, ``produce`` and ``replay`` with ``cfg`` each stop at once with exit code 1
-    and one line naming the failed TLS handshake and ``reason``."""
-    path = write_config(tmp_path / "router.yaml", cfg)
-    log = tmp_path / "router.log"
-    proc = spawn(path, log)
-    try:
-        code = await asyncio.to_thread(proc.wait, 30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    text = log.read_text()
-    assert code == 1, text
-    refused = [line for line in text.splitlines() if "Kafka refused" in line]
-    assert len(refused) == 1 and "TLSHandshakeFailed" in refused[0], text
-    assert reason in refused[0], text
-    assert "Traceback" not in text and "not reachable yet" not in text, text
-
-    events = tmp_path / "events.ndjson"
-    events.write_bytes(orjson.dumps(track("refused-1")) + b"\n")
-    for args in (["produce", str(events)], ["replay"]):
-        done = await asyncio.to_thread(cli, *args, "-c", str(path))
-        assert done.returncode == 1, done.stderr
-        assert f"{args[0]}: Kafka: TLSHandshakeFailed" in done.stderr, done.stderr
-        assert reason in done.stderr and "Traceback" not in done.stderr, done.stderr
-
-
 async def test_a_broker_certificate_from_another_ca_stops_the_router_with_one_line(
         tls_broker: Broker, pki: Pki, tmp_path: Path) -> None:
     cfg = config_dict(tls_broker.bootstrap, "tls-refused",
                       [webhook("hook", "http://127.0.0.1:9")], **tls(pki.wrong_ca))
-    await assert_refused(cfg, tmp_path, "CERTIFICATE_VERIFY_FAILED")
+    await assert_refused(cfg, tmp_path, "TLSHandshakeFailed", "CERTIFICATE_VERIFY_FAILED")
 
 
 async def test_sasl_ssl_with_a_client_certificate(pki: Pki, tmp_path: Path,
@@ -216,6 +194,6 @@ async def test_sasl_ssl_with_a_client_certificate(pki: Pki, tmp_path: Path,
         no_cert = config_dict(broker.bootstrap, topic, [webhook("hook", "http://127.0.0.1:9")],
                               **login)
         (tmp_path / "refused").mkdir()
-        await assert_refused(no_cert, tmp_path / "refused", "ALERT")
+        await assert_refused(no_cert, tmp_path / "refused", "TLSHandshakeFailed", "ALERT")
     finally:
         broker.stop()
