@@ -142,7 +142,7 @@ def _map(event: Event, settings: Settings) -> tuple[str, dict[str, Any], dict[st
         name, used = "page_view", ("url", "referrer", "title")
         params = {"page_location": page.get("url"), "page_referrer": page.get("referrer"),
                   "page_title": page.get("title") or event.get("name")}
-    elif kind == "group" and event.get("groupId") not in (None, ""):
+    elif kind == "group":  # decode guarantees its groupId
         return "join_group", {"group_id": str(event["groupId"])}, {}
     elif kind == "identify" and settings.identify_event:
         traits = {k: v for k, v in (event.get("traits") or {}).items()

@@ -110,9 +110,7 @@ def _item(event: Event, settings: Settings) -> dict[str, Any] | str:
     elif kind == "screen":
         name = "$screen"
         props["$screen_name"] = event.get("name") or props.get("name")
-    elif kind == "group":
-        if event.get("groupId") in (None, ""):
-            return "a group call without groupId"
+    elif kind == "group":  # decode guarantees its groupId
         name = "$groupidentify"
         props.update({"$group_type": settings.group_type, "$group_key": str(event["groupId"]),
                       "$group_set": event.get("traits") or {}})

@@ -165,15 +165,13 @@ def test_event_properties_win_over_context() -> None:
 
 
 def test_local_rejections() -> None:
-    events = [event("group"), event("track", event=""), {**event("track", event="E"),
-                                                          "userId": ""},
+    # (a group call without groupId never reaches a connector: decode dead-letters it)
+    events = [event("track", event=""), {**event("track", event="E"), "userId": ""},
               event("track", event="Fine")]
     encoded = encode(events, settings())
-    assert "groupId" in encoded.rejected[0]
-    assert "no event name" in encoded.rejected[1]
-    assert "distinct_id" in encoded.rejected[2]
-    assert encoded.requests[0].events == [3]
-    assert encode([event("group")], settings()).requests == []
+    assert "no event name" in encoded.rejected[0]
+    assert "distinct_id" in encoded.rejected[1]
+    assert encoded.requests[0].events == [2]
 
 
 # --- classify ------------------------------------------------------------------------------
