@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, timedelta
 from typing import Any
 
 import orjson
@@ -13,7 +14,7 @@ from pydantic import Field, SecretStr
 from destinations import base
 from destinations.base import Connector, ConnectorSettings, Encoded, Event, Limits, Request
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Retry, Split
-from router.events import iso, parse_time
+from router.events import EPOCH, iso, parse_time
 
 MAX_INPUTS = 100  # documented per-request limit of batch upsert
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -34,6 +35,9 @@ class Settings(ConnectorSettings):
     property_map: dict[str, str] = Field(
         default_factory=lambda: dict(CONTACT_PROPERTIES),
         description="Identify trait path (dotted) -> contact property; others are dropped.")
+    date_properties: list[str] = Field(
+        default_factory=list, description="Mapped contact/company properties of HubSpot type "
+        "*date*: sent as the UTC day (YYYY-MM-DD) of an ISO-8601 value or epoch ms.")
     user_id_property: str | None = Field(None, description="Contact property for the userId.")
     event_map: dict[str, str] = Field(
         default_factory=dict, description="Segment track event -> HubSpot custom event "
@@ -61,9 +65,28 @@ def _text(value: Any) -> str | None:  # HubSpot values are strings; objects aren
     return str(value) if isinstance(value, str | int | float) else None
 
 
-def _properties(traits: dict[str, Any], mapping: dict[str, str]) -> dict[str, str]:
-    return {name: text for path, name in mapping.items()
-            if (text := _text(_get(traits, path))) is not None}
+def _day(value: Any) -> str | None:
+    """ISO-8601 string or epoch ms -> its UTC day: HubSpot refuses a date not at midnight UTC."""
+    if isinstance(value, str) and (parsed := parse_time(value)) is not None:
+        return parsed.astimezone(UTC).date().isoformat()
+    try:  # otherwise a number (or digits): epoch milliseconds, HubSpot's unit
+        return None if isinstance(value, bool) else (
+            EPOCH + timedelta(milliseconds=float(value))).date().isoformat()
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _properties(traits: dict[str, Any], mapping: dict[str, str],
+                dates: list[str]) -> dict[str, str] | str:
+    found: dict[str, str] = {}
+    for path, name in mapping.items():
+        text = _text(value := _get(traits, path))
+        if text and name in dates and (text := _day(value)) is None:  # "" clears it: kept
+            return (f"trait {path}={value!r}: HubSpot date property {name!r} takes an "
+                    "ISO-8601 date/time or epoch milliseconds")
+        if text is not None:
+            found[name] = text
+    return found
 
 
 def _email(event: Event, *paths: str) -> str | None:
@@ -117,7 +140,9 @@ def _identify(event: Event, settings: Settings) -> tuple[str, dict[str, str]] | 
     if not EMAIL.match(email):
         return f"invalid email {email!r}: HubSpot refuses it (INVALID_EMAIL)"
     props = _properties(event.get("traits") or _get(event, "context.traits") or {},
-                        settings.property_map)
+                        settings.property_map, settings.date_properties)
+    if isinstance(props, str):
+        return props
     if settings.user_id_property and event.get("userId"):
         props[settings.user_id_property] = str(event["userId"])
     return email, props
@@ -128,7 +153,8 @@ def _company(event: Event, settings: Settings) -> tuple[str, dict[str, str]] | s
     key = _text(traits.get(prop) or (event.get("groupId") if prop != "domain" else None))
     if not key:
         return f"group without a {prop}: HubSpot companies are upserted by it"
-    return key, _properties(traits, settings.company_property_map)
+    props = _properties(traits, settings.company_property_map, settings.date_properties)
+    return props if isinstance(props, str) else (key, props)
 
 
 def encode(events: list[Event], settings: Settings) -> Encoded:
@@ -242,7 +268,10 @@ only to `user_id_property`; the anonymousId never. *track* sends a custom event 
 (`companies: true`) upserts a company by `company_id_property`, valued from the group trait
 of that name (e.g. `traits.domain`), else the groupId; none → rejected. page, screen and
 alias calls are rejected with a reason (filter them with `where`). Unmapped traits are
-dropped (HubSpot refuses unknown properties). Event properties: scalars, names lower-cased;
+dropped (HubSpot refuses unknown properties). Properties listed in `date_properties`
+(HubSpot type *date*, which refuses a time other than midnight UTC) get the UTC day
+(`YYYY-MM-DD`) of an ISO-8601 value or epoch ms; any other value rejects the event.
+*datetime* properties take ISO-8601 as sent. Event properties: scalars, names lower-cased;
 a bad name or more than 50 rejects the event. Identifies for one email merge (later traits
 win). 207 rejects only the inputs named; a 400 (one bad input fails a batch) is split
 until the bad event is isolated. 429 waits for `Retry-After`, else the rate-limit interval;

@@ -159,6 +159,53 @@ def test_group_upserts_company_by_configured_property() -> None:
     assert "not group" in encode([group], settings()).rejected[0]
 
 
+@pytest.mark.parametrize(("value", "day"), [
+    ("2026-03-04T15:20:00Z", "2026-03-04"),  # HubSpot refuses a time on a date property
+    ("2026-03-04T15:20:00.250+00:00", "2026-03-04"),
+    ("2026-03-04T01:00:00+05:00", "2026-03-03"),  # the UTC day
+    ("2026-03-04", "2026-03-04"),
+    (1772637600000, "2026-03-04"),  # epoch ms, HubSpot's unit
+    ("1772637600000", "2026-03-04"),
+    ("", ""),  # an empty string clears the property
+])
+def test_date_properties_are_sent_as_the_utc_day(value: Any, day: str) -> None:
+    """developers.hubspot.com/docs/guides/api/crm/properties: *date* values are ISO 8601 or
+    epoch ms at midnight UTC; a time of day is refused (INVALID_DATE). *datetime* ones
+    take ISO 8601 with a time, so they are sent as they are."""
+    event = identify("a@x.io", renewalDate=value, lastSeen="2026-03-04T15:20:00Z")
+    encoded = encode([event], settings(
+        property_map={"renewalDate": "renewal_date", "lastSeen": "last_seen"},
+        date_properties=["renewal_date"]))
+    [item] = body(encoded.requests[0])["inputs"]
+    assert item["properties"] == {"renewal_date": day, "last_seen": "2026-03-04T15:20:00Z"}
+
+
+@pytest.mark.parametrize("value", ["soon", "2026-02-30", True, "1e400"])
+def test_unusable_date_value_rejects_only_its_event(value: Any) -> None:
+    events = [identify("a@x.io", renewalDate=value), identify("b@x.io", renewalDate="2026-03-04")]
+    encoded = encode(events, settings(property_map={"renewalDate": "renewal_date"},
+                                      date_properties=["renewal_date"]))
+    assert encoded.rejected[0] == (
+        f"trait renewalDate={value!r}: HubSpot date property 'renewal_date' takes an "
+        "ISO-8601 date/time or epoch milliseconds")
+    [item] = body(encoded.requests[0])["inputs"]
+    assert (item["id"], item["properties"]) == ("b@x.io", {"renewal_date": "2026-03-04"})
+
+
+def test_group_date_properties_are_converted_too() -> None:
+    group = copy.deepcopy(FULL[4])
+    group["traits"].update(domain="engines.example.com", renewal="2026-03-04T15:20:00Z")
+    mapping = {"renewal": "contract_renewal", "name": "name"}
+    encoded = encode([group], settings(companies=True, company_property_map=mapping,
+                                       date_properties=["contract_renewal"]))
+    assert body(encoded.requests[0])["inputs"][0]["properties"] == {
+        "contract_renewal": "2026-03-04", "name": "Analytical Engines"}
+    group["traits"]["renewal"] = "next year"
+    encoded = encode([group], settings(companies=True, company_property_map=mapping,
+                                       date_properties=["contract_renewal"]))
+    assert encoded.requests == [] and "'contract_renewal'" in encoded.rejected[0]
+
+
 # --- classify ----------------------------------------------------------------------------
 
 
@@ -271,6 +318,43 @@ async def test_e2e_400_is_split_until_the_bad_event_is_isolated(fake: HubSpotFak
     assert sorted(e["email"] for _, e in fake.received) == ["ada@example.com", "b@x.io",
                                                              "d@x.io"]
     assert len(fake.requests) == 5  # 4 events -> halves (2 + 2) -> the bad half's two singles
+
+
+async def test_e2e_date_property_gets_the_utc_day() -> None:
+    """Without the conversion HubSpot refuses the contact (INVALID_DATE, not midnight)."""
+    async with HubSpotFake(date_properties={"renewal_date"},
+                           datetime_properties={"last_seen"}) as fake:
+        events = [identify("a@x.io", renewalDate="2026-03-04T15:20:00Z",
+                           lastSeen="2026-03-04T15:20:00Z"),
+                  identify("b@x.io", renewalDate=1772637600000)]
+        outcomes = await send(fake, events, date_properties=["renewal_date"], property_map={
+            "renewalDate": "renewal_date", "lastSeen": "last_seen"})
+        assert outcomes == [DELIVERED, DELIVERED]
+        assert fake.store["contacts"] == {
+            "a@x.io": {"renewal_date": "2026-03-04", "last_seen": "2026-03-04T15:20:00Z"},
+            "b@x.io": {"renewal_date": "2026-03-04"}}
+
+
+async def test_e2e_unlisted_date_property_is_refused_per_input() -> None:
+    """A date property missing from date_properties: HubSpot refuses that input only."""
+    async with HubSpotFake(date_properties={"renewal_date"}) as fake:
+        events = [identify("a@x.io", renewalDate="2026-03-04T15:20:00Z"), identify("b@x.io")]
+        outcomes = await send(fake, events, property_map={"renewalDate": "renewal_date"})
+        assert outcomes[1] is DELIVERED and isinstance(outcomes[0], Rejected)
+        assert "not midnight" in outcomes[0].reason and "INVALID_DATE" in outcomes[0].reason
+
+
+def test_classify_documented_invalid_date_400() -> None:
+    """The whole-batch 400 HubSpot answers without objectWriteTraceId (body as quoted in
+    HubSpot/hubspot-api-php#74): split, then the lone bad event is rejected with the why."""
+    payload = {"status": "error", "category": "VALIDATION_ERROR",
+               "correlationId": "d05f36c6-2052-453c-bd83-7813a009c43d",
+               "message": 'Property values were not valid: [{"isValid":false,"message":'
+                          '"1635535865 is at 22:18:55.865 UTC, not midnight!","error":'
+                          '"INVALID_DATE","name":"closedate"}]'}
+    assert isinstance(classify(response(400, payload), upsert_request(3)), Split)
+    outcome = classify(response(400, payload), upsert_request(1))
+    assert isinstance(outcome, Rejected) and "not midnight!" in outcome.reason
 
 
 async def test_e2e_wrong_token_is_rejected_with_a_clear_reason(fake: HubSpotFake) -> None:

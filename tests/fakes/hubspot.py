@@ -8,6 +8,12 @@ handling "multi-status errors", custom events send/batch, usage guidelines):
   unique-valued property of the object (contacts: `email`), and string property values;
   duplicate ids in one batch -> 400 "Duplicate IDs found in batch input" (whole batch);
 - properties must exist (PROPERTY_DOESNT_EXIST), emails must be valid (INVALID_EMAIL);
+- *date* properties (properties guide: ISO 8601 or epoch ms, "midnight UTC"; timestamps FAQ:
+  "If you try to set a value that is not midnight UTC, you will receive an error") take
+  `YYYY-MM-DD` or a midnight-UTC value; anything else is INVALID_DATE ("<ms> is at
+  <time> UTC, not midnight!", the body quoted in HubSpot/hubspot-api-php#74); *datetime*
+  properties take any ISO-8601 string or epoch ms (the code for a bad one is assumed);
+  an empty string clears a property and is always accepted;
 - when every input has an `objectWriteTraceId`, bad inputs are reported in a 207 with
   `errors[].context.objectWriteTraceId` and the good ones are applied; otherwise one bad
   input fails the whole batch with a 400 VALIDATION_ERROR;
@@ -19,8 +25,10 @@ handling "multi-status errors", custom events send/batch, usage guidelines):
 
 from __future__ import annotations
 
+import json
 import re
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
 from typing import Any
 
 from aiohttp import web
@@ -46,13 +54,46 @@ def _error(status: int, message: str, category: str = "VALIDATION_ERROR",
     return respond(status, body)
 
 
+def _invalid(name: str, code: str, message: str) -> tuple[str, str]:
+    """HubSpot's property validation message: the failed checks as embedded JSON."""
+    check = {"isValid": False, "message": message, "error": code, "name": name}
+    return code, "Property values were not valid: " + json.dumps([check], separators=(",", ":"))
+
+
+def _time_problem(value: str, date_only: bool) -> str | None:
+    """Why a date/datetime property refuses ``value`` (None: accepted)."""
+    if value.isdigit():
+        ms = int(value)
+    elif re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            return f"{value} is not a valid date"
+        return None
+    else:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return f"{value} is not a valid date"
+        ms = int(parsed.replace(tzinfo=parsed.tzinfo or UTC).timestamp() * 1000)
+    if date_only and ms % 86_400_000:
+        rest = ms % 86_400_000
+        return (f"{ms} is at {rest // 3_600_000}:{rest // 60_000 % 60:02}:"
+                f"{rest // 1000 % 60:02}.{rest % 1000:03} UTC, not midnight!")
+    return None
+
+
 class HubSpotFake(FakeServer):
     def __init__(self, token: str = "pat-test", *, contact_properties: set[str] | None = None,
-                 events: set[str] | None = None) -> None:
+                 events: set[str] | None = None, date_properties: Iterable[str] = (),
+                 datetime_properties: Iterable[str] = ()) -> None:
         self.token = token
+        typed = set(date_properties) | set(datetime_properties)  # on contacts and companies
         self.properties = {
-            "contacts": contact_properties or set(CONTACT_PROPERTIES),
-            "companies": set(COMPANY_PROPERTIES)}
+            "contacts": (contact_properties or set(CONTACT_PROPERTIES)) | typed,
+            "companies": set(COMPANY_PROPERTIES) | typed}
+        self.types = {**dict.fromkeys(datetime_properties, "datetime"),
+                      **dict.fromkeys(date_properties, "date")}
         self.unique = {"contacts": {"email"}, "companies": {"domain"}}
         self.events = events if events is not None else {"pe123_order_completed"}
         self.store: dict[str, dict[str, dict[str, str]]] = {"contacts": {}, "companies": {}}
@@ -135,12 +176,12 @@ class HubSpotFake(FakeServer):
             return "INVALID_PROPERTIES", "properties must be an object"
         for name, value in properties.items():
             if name not in self.properties[kind]:
-                return "PROPERTY_DOESNT_EXIST", (
-                    'Property values were not valid: [{"isValid":false,"message":"Property '
-                    f'\\"{name}\\" does not exist","error":"PROPERTY_DOESNT_EXIST",'
-                    f'"name":"{name}"}}]')
+                return _invalid(name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist')
             if not isinstance(value, str):
                 return "INVALID_TYPE", f"Property {name} must be a string"
+            if value and name in self.types and (problem := _time_problem(
+                    value, self.types[name] == "date")) is not None:
+                return _invalid(name, "INVALID_DATE", problem)
         emails = [item["id"]] if item["idProperty"] == "email" else []
         emails += [properties["email"]] if "email" in properties else []
         for email in emails:
