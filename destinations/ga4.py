@@ -9,8 +9,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
+from destinations import ga4_app
 from destinations.base import Connector, ConnectorSettings, Encoded, Event, Limits, Request
 from router.events import parse_time
 
@@ -43,12 +44,18 @@ PII_TRAITS = ["email", "phone", "firstName", "lastName", "name", "username", "ad
 
 
 class Settings(ConnectorSettings):
-    measurement_id: str = Field(description="The web data stream's Measurement ID (`G-…`).")
+    measurement_id: str | None = Field(None, description="A web data stream's Measurement ID "
+                                       "(`G-…`); set it or `firebase_app_id`.")
+    firebase_app_id: str | None = Field(None, description="An app data stream's Firebase App "
+                                        "ID (`1:…:android:…`); set it or `measurement_id`.")
     api_secret: SecretStr = Field(description="The stream's Measurement Protocol API secret.")
     endpoint: str = Field("https://www.google-analytics.com/mp/collect", description="Collection"
                           " URL; EU: `https://region1.google-analytics.com/mp/collect`.")
     client_id_paths: list[str] = Field(default_factory=lambda: ["anonymousId"], description=
-                                       "Event paths tried in order for `client_id`.")
+                                       "Web streams: event paths tried in order for `client_id`.")
+    app_instance_id_paths: list[str] = Field(
+        default_factory=lambda: list(ga4_app.DEFAULT_INSTANCE_ID_PATHS), description="App "
+        "streams: event paths tried in order for `app_instance_id` (32 hex digits).")
     engagement_time_msec: int = Field(1, ge=0, description="Sent with each event (0 = not).")
     identify_event: str | None = Field(None, description="Event that carries identify traits "
                                        "as `user_properties`; unset = identifies are rejected.")
@@ -58,6 +65,13 @@ class Settings(ConnectorSettings):
     ad_personalization_category: str | None = Field(None, description="Consent category → "
                                                     "`ad_personalization` (GRANTED/DENIED).")
     max_event_age_h: float = Field(72, gt=0, le=72, description="Older events are rejected.")
+
+    @model_validator(mode="after")
+    def _one_stream(self) -> Settings:
+        if bool(self.measurement_id) == bool(self.firebase_app_id):
+            raise ValueError("set exactly one of measurement_id (a web data stream) or "
+                             "firebase_app_id (an app data stream)")
+        return self
 
 
 class _Refused(ValueError):
@@ -76,8 +90,10 @@ def encode(events: list[Event], settings: Settings) -> Encoded:
             continue
         key = orjson.dumps(head, option=orjson.OPT_SORT_KEYS)  # one request = one client
         groups.setdefault(key, (head, []))[1].append((position, ga_event))
-    query = urlencode({"measurement_id": settings.measurement_id,
-                       "api_secret": settings.api_secret.get_secret_value()})
+    stream = ({"firebase_app_id": settings.firebase_app_id} if settings.firebase_app_id
+              else {"measurement_id": settings.measurement_id})
+    query = urlencode({**stream, "api_secret": settings.api_secret.get_secret_value()},
+                      safe=":")  # a Firebase App ID as the docs write it: 1:…:android:…
     for head, members in groups.values():
         for start in range(0, len(members), MAX_EVENTS):
             _add(f"{settings.endpoint}?{query}", head, members[start:start + MAX_EVENTS], out)
@@ -101,11 +117,16 @@ def _add(url: str, head: dict[str, Any], members: list[tuple[int, dict[str, Any]
 
 def _convert(event: Event, settings: Settings, now_us: int
              ) -> tuple[dict[str, Any], dict[str, Any]]:
-    client_id = next((str(v) for path in settings.client_id_paths if (v := reduce(
+    app = bool(settings.firebase_app_id)  # an app stream names the device app_instance_id
+    key, paths = (("app_instance_id", settings.app_instance_id_paths) if app
+                  else ("client_id", settings.client_id_paths))
+    device_id = next((str(v) for path in paths if (v := reduce(
         lambda d, k: d.get(k) if isinstance(d, dict) else None, path.split("."), event))
         not in (None, "")), None)
-    if client_id is None:
-        raise _Refused(f"no client_id at {' / '.join(settings.client_id_paths)}; GA4 needs one")
+    if device_id is None:
+        raise _Refused(f"no {key} at {' / '.join(paths)}; GA4 needs one")
+    if app and (problem := ga4_app.instance_id_problem(device_id)):
+        raise _Refused(problem)
     stamp = parse_time(event.get("timestamp"))
     ts_us = int(stamp.timestamp() * 1_000_000) if stamp else now_us
     if now_us - ts_us > settings.max_event_age_h * 3_600_000_000:
@@ -120,7 +141,7 @@ def _convert(event: Event, settings: Settings, now_us: int
     _check(params, "param", 40, VALUE_CHARS, RESERVED_PARAMS)
     if len(user_id := str(event.get("userId") or "")) > MAX_USER_ID_CHARS:
         raise _Refused(f"userId is over {MAX_USER_ID_CHARS} characters")
-    head: dict[str, Any] = {"client_id": client_id, **({"user_id": user_id} if user_id else {})}
+    head: dict[str, Any] = {key: device_id, **({"user_id": user_id} if user_id else {})}
     if user_properties:
         _check(user_properties, "user property", 24, {"": 36}, RESERVED_USER_PROPERTIES,
                RESERVED_PREFIXES[:4])
@@ -142,6 +163,8 @@ def _map(event: Event, settings: Settings) -> tuple[str, dict[str, Any], dict[st
         name, used = "page_view", ("url", "referrer", "title")
         params = {"page_location": page.get("url"), "page_referrer": page.get("referrer"),
                   "page_title": page.get("title") or event.get("name")}
+    elif kind == "screen" and settings.firebase_app_id:  # screens exist in app streams only
+        name, params, used = ga4_app.screen_view(event, props)
     elif kind == "group":  # decode guarantees its groupId
         return "join_group", {"group_id": str(event["groupId"])}, {}
     elif kind == "identify" and settings.identify_event:
@@ -241,12 +264,17 @@ CONNECTOR = Connector(
     limits=Limits(max_events=MAX_EVENTS, max_bytes=MAX_BODY_BYTES),
     encode=encode,
     docs="""
-**Identity.** `client_id` = first non-empty path of `client_id_paths` (default `anonymousId`;
-`context.traits.ga_client_id` first joins gtag.js sessions, `userId` last is a fallback), else
-rejected; `userId` → `user_id`. One request per client/user/consent (≤ 25 events, ≤ 130 kB).
-**Mapping.** Segment e-commerce → GA4 recommended events; page → `page_view`; group →
+**Identity.** Web stream (`measurement_id`): `client_id` = first non-empty path of
+`client_id_paths` (default `anonymousId`; `context.traits.ga_client_id` first joins gtag.js
+sessions, `userId` last is a fallback). App stream (`firebase_app_id`): `app_instance_id` =
+first non-empty path of `app_instance_id_paths`, the Firebase SDK's `getAppInstanceId()`
+(32 hex digits; Segment maps no default, so the app sets it per event, by default as the
+integrations option `{"Google Analytics 4": {"app_instance_id": …}}`). Missing or malformed
+ids are rejected; `userId` → `user_id`. One request per device/user/consent (≤ 25 events,
+≤ 130 kB). **Mapping.** Segment e-commerce → GA4 recommended events; page → `page_view`;
+screen → `screen_view` with `screen_name` (app streams; rejected on web streams); group →
 `join_group`; identify → `identify_event` with traits as `user_properties` (PII excluded), or
-rejected if unset; screen and alias rejected. **Consent**: the `*_category` settings turn
+rejected if unset; alias rejected. **Consent**: the `*_category` settings turn
 `categoryPreferences` into GA4 `consent` (GRANTED/DENIED). Every limit is checked locally:
 GA4 answers 2xx even to what it drops.
 """,

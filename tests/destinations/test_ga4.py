@@ -456,9 +456,11 @@ async def test_fake_catches_a_payload_that_skipped_encode(fake: GA4Fake) -> None
 def test_example_config_is_valid_for_this_connector() -> None:
     text = (Path(__file__).parents[2] / "config/examples/ga4.yaml").read_text()
     config = yaml.safe_load(re.sub(r"\$\{\w+(?::-([^}]*))?\}", lambda m: m[1] or "", text))
-    (destination,) = config["destinations"]
-    assert destination["type"] == CONNECTOR.name
-    example = Settings(**destination["settings"])
-    assert example.identify_event == "user_properties_updated"
-    assert destination["batch"]["max_events"] <= CONNECTOR.limits.max_events
-    assert destination["batch"]["max_bytes"] <= CONNECTOR.limits.max_bytes
+    web, app = config["destinations"]  # a web data stream, and an app (Firebase) stream
+    for destination in (web, app):
+        assert destination["type"] == CONNECTOR.name
+        example = Settings(**destination["settings"])
+        assert example.identify_event == "user_properties_updated"
+        assert destination["batch"]["max_events"] <= CONNECTOR.limits.max_events
+        assert destination["batch"]["max_bytes"] <= CONNECTOR.limits.max_bytes
+    assert "measurement_id" in web["settings"] and "firebase_app_id" in app["settings"]

@@ -9,10 +9,14 @@ ga4: "sending-events", "reference", "validating-events", "user-properties"):
   never in ``.received`` — tests assert ``.invalid`` stays empty;
 - ``POST /debug/mp/collect`` is the validation server: 200 with
   ``{"validationMessages": [{"fieldPath", "description", "validationCode"}]}`` and it does not
-  check ``api_secret`` (as documented);
-- query parameters ``measurement_id`` and ``api_secret`` must match the stream's;
-- the body is JSON, under 130 kB; ``client_id`` (a web stream's) is a non-empty string;
-  ``user_id`` a string of at most 256 characters;
+  check ``api_secret`` or ``firebase_app_id`` (as documented);
+- the fake property has a web stream and an app (Firebase) stream, sharing one API secret: a
+  request is for the app stream when it carries the ``firebase_app_id`` query parameter,
+  else for the web stream; its stream id (``measurement_id`` or ``firebase_app_id``) and
+  ``api_secret`` must match the stream's;
+- the body is JSON, under 130 kB; a web stream's ``client_id`` is a non-empty string; an app
+  stream's ``app_instance_id`` is a 32-digit hexadecimal number (the validation server's
+  rule); ``user_id`` a string of at most 256 characters;
 - ``events``: 1 to 25; each ``name`` ≤ 40 chars, starts with a letter, letters/digits/``_``
   only, not a reserved name or prefix; ``params`` ≤ 25, names by the same rules (not
   ``firebase_conversion``, no ``_``/``firebase_``/``ga_``/``google_``/``gtag.`` prefix),
@@ -51,13 +55,15 @@ RESERVED_USER_PROPERTIES = {"first_open_time", "first_visit_time", "last_deep_li
                             "user_id", "first_open_after_install"}
 LONG_VALUES = {"page_location": 1000, "page_title": 300, "page_referrer": 420}
 MAX_AGE_US = 72 * 3600 * 1_000_000
+APP_INSTANCE_ID = re.compile(r"[0-9A-Fa-f]{32}")
 Bad = Callable[..., None]  # bad(field_path, description, validation_code)
 
 
 class GA4Fake(FakeServer):
-    def __init__(self, measurement_id: str = "G-TEST12345", api_secret: str = "test-secret"
-                 ) -> None:
+    def __init__(self, measurement_id: str = "G-TEST12345", api_secret: str = "test-secret",
+                 firebase_app_id: str = "1:1234567890:android:321abc456def7890") -> None:
         self.measurement_id = measurement_id
+        self.firebase_app_id = firebase_app_id
         self.api_secret = api_secret
         self.invalid: list[tuple[Any, list[dict[str, str]]]] = []  # (payload, messages)
         super().__init__()
@@ -88,9 +94,11 @@ class GA4Fake(FakeServer):
             messages.append({"fieldPath": path, "description": description,
                              "validationCode": code})
 
+        app = "firebase_app_id" in request.query  # which of the property's streams
         if check_keys:
-            for key, expected in (("measurement_id", self.measurement_id),
-                                  ("api_secret", self.api_secret)):
+            stream = (("firebase_app_id", self.firebase_app_id) if app
+                      else ("measurement_id", self.measurement_id))
+            for key, expected in (stream, ("api_secret", self.api_secret)):
                 if request.query.get(key) != expected:
                     bad(key, f"query parameter {key} is missing or wrong", "VALUE_REQUIRED")
         raw = await request.read()
@@ -105,14 +113,23 @@ class GA4Fake(FakeServer):
         if not isinstance(payload, dict):
             bad("", "the body is not a JSON object")
             return payload, messages
-        self._check_body(payload, bad)
+        self._check_body(payload, bad, app)
         return payload, messages
 
-    def _check_body(self, payload: dict[str, Any], bad: Bad) -> None:
+    def _check_body(self, payload: dict[str, Any], bad: Bad, app: bool) -> None:
         now_us = time.time() * 1_000_000
-        client_id = payload.get("client_id")
-        if not isinstance(client_id, str) or not client_id:
-            bad("client_id", "client_id is required for web streams", "VALUE_REQUIRED")
+        if app:
+            instance = payload.get("app_instance_id")
+            if instance is None:
+                bad("app_instance_id", "app_instance_id is required for app streams",
+                    "VALUE_REQUIRED")
+            elif not isinstance(instance, str) or not APP_INSTANCE_ID.fullmatch(instance):
+                bad("app_instance_id", "app_instance_id is expected to be a 32 digit "
+                    f"hexadecimal number but was {instance!r}")
+        else:
+            client_id = payload.get("client_id")
+            if not isinstance(client_id, str) or not client_id:
+                bad("client_id", "client_id is required for web streams", "VALUE_REQUIRED")
         user_id = payload.get("user_id")
         if user_id is not None and (not isinstance(user_id, str) or len(user_id) > 256):
             bad("user_id", "user_id must be a string of at most 256 characters")
