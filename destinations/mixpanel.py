@@ -1,7 +1,7 @@
-"""Mixpanel: events via the Import API (``POST /import?strict=1``), profiles via Engage
-(``POST /engage``, ``$set``); one batch may become both requests. Per Mixpanel's docs:
-≤ 2,000 events and ≤ 10 MB uncompressed per import; a 400 lists ``failed_records`` by index
-and the other events WERE imported.
+"""Mixpanel: events via the Import API (``POST /import?strict=1``), user profiles via
+Engage (``POST /engage``, ``$set``), group profiles via ``POST /groups``; one batch may
+become all three requests. Per Mixpanel's docs: ≤ 2,000 events and ≤ 10 MB uncompressed
+per import; a 400 lists ``failed_records`` by index and the other events WERE imported.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from destinations.base import (
     prepared,
     split_prepared,
 )
+from destinations.mixpanel_map import GROUP_TRAITS, PROFILE_TRAITS, context_properties
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Split
 from router.events import array_of, time_ms
 
@@ -42,9 +43,7 @@ INVALID_IDS = frozenset(("00000000-0000-0000-0000-000000000000", "anon", "anonym
 INSERT_ID_NAMESPACE = uuid.UUID("8f7c3c1e-2b7a-5a4e-9f0d-6d2b1e4c9a10")
 MIN_TIME_MS = 31_536_000_000  # 1971-01-01: Mixpanel rejects anything earlier
 MAX_PROPERTIES = 254  # "fewer than 255 properties"
-PROFILE_TRAITS = {"email": "$email", "name": "$name", "firstName": "$first_name",
-                  "lastName": "$last_name", "phone": "$phone", "avatar": "$avatar",
-                  "createdAt": "$created"}
+MAX_UPDATE_BYTES = 1_000_000  # Engage and Groups: "each individual update ... 1 MB"
 
 
 class Settings(ConnectorSettings):
@@ -58,11 +57,10 @@ class Settings(ConnectorSettings):
     api_secret: SecretStr | None = Field(
         None, description="Legacy project secret, used for import when no service account is set.")
     project_token: SecretStr | None = Field(
-        None, description="Project token: needed for identify/group (Engage API); also import "
+        None, description="Project token: needed for identify/group (Engage, Groups); also import "
         "auth when neither a service account nor a secret is set.")
-    group_key: str | None = Field(
-        None, description="Group analytics key (e.g. `company_id`) that group calls $set to "
-        "groupId on the user profile; without it group calls are rejected.")
+    group_key: str = Field("$group_id", min_length=1, description="Group key (Mixpanel "
+                           "project settings) of the group profiles group calls update.")
     gzip: bool = Field(True, description="Send import bodies with `Content-Encoding: gzip`.")
 
     @model_validator(mode="after")
@@ -88,20 +86,7 @@ def _identity(event: Event, kind: str) -> str | None:
     return None if value is None else str(value)
 
 
-def _context(ctx: dict[str, Any]) -> dict[str, Any]:
-    os_, app, page = ctx.get("os") or {}, ctx.get("app") or {}, ctx.get("page") or {}
-    device, campaign = ctx.get("device") or {}, ctx.get("campaign") or {}
-    pairs = (("$os", os_.get("name")), ("$os_version", os_.get("version")),
-             ("$manufacturer", device.get("manufacturer")), ("$model", device.get("model")),
-             ("$app_version_string", app.get("version")), ("$app_build_number", app.get("build")),
-             ("$current_url", page.get("url")), ("$referrer", page.get("referrer")),
-             ("utm_source", campaign.get("source")), ("utm_medium", campaign.get("medium")),
-             ("utm_campaign", campaign.get("name")), ("utm_term", campaign.get("term")),
-             ("utm_content", campaign.get("content")))
-    return {k: v for k, v in pairs if v is not None and v != ""}
-
-
-def convert(event: Event, kind: str) -> dict[str, Any] | str:
+def convert(event: Event, kind: str, settings: Settings) -> dict[str, Any] | str:
     """A track/page/screen/alias call -> one import event, or the reason it cannot be."""
     distinct_id = _identity(event, kind)
     if distinct_id is None or distinct_id.lower() in INVALID_IDS:
@@ -110,14 +95,17 @@ def convert(event: Event, kind: str) -> dict[str, Any] | str:
     if ms < MIN_TIME_MS:
         return f"time {event.get('timestamp')!r} is before 1971-01-01, which Mixpanel refuses"
     ctx: dict[str, Any] = event.get("context") or {}
-    props = _context(ctx)
+    props = context_properties(ctx)
     props.update(event.get("properties") or {})
     if kind == "track":
         name = str(event["event"])
-    elif kind == "alias":
-        name, props["alias"] = "$create_alias", str(event.get("userId"))
-    else:
-        name = "Loaded a Page" if kind == "page" else "Loaded a Screen"
+    elif kind == "alias":  # Segment: alias = userId (else anonymousId), the new id
+        name, props["alias"] = "$create_alias", _identity(event, "identify")
+        if settings.project_token:  # Mixpanel lists `token` among $create_alias's fields
+            props["token"] = settings.project_token.get_secret_value()
+    else:  # Segment's presets: "Viewed {name}"; unnamed, its classic "Loaded a Page"
+        name = f"Viewed {event['name']}" if event.get("name") else (
+            "Loaded a Page" if kind == "page" else "Loaded a Screen")
         props.update({k: event[k] for k in ("name", "category") if event.get(k)})
     for key, value in (("$user_id", event.get("userId")), ("$device_id", event.get("anonymousId"))):
         if value and kind != "alias":
@@ -130,21 +118,24 @@ def convert(event: Event, kind: str) -> dict[str, Any] | str:
 
 
 def profile(event: Event, kind: str, settings: Settings) -> dict[str, Any] | str:
-    """An identify/group call -> one Engage ``$set`` update, or the reason it cannot be."""
+    """An identify call -> one Engage ``$set`` update; a group call -> one Groups ``$set``
+    update (as Segment's Identify User / Group Identify User); or why it cannot be."""
     if settings.project_token is None:
-        return f"{kind} needs `project_token`: Mixpanel's Engage API authenticates with it"
+        return f"{kind} needs `project_token`: Mixpanel's profile APIs authenticate with it"
+    token = settings.project_token.get_secret_value()
+    traits: dict[str, Any] = event.get("traits") or {}
+    if kind == "group":
+        key = settings.group_key
+        # Segment: a trait named like the group key overrides groupId (classic behaviour)
+        return {"$token": token, "$group_key": key,
+                "$group_id": str(traits.get(key) or event.get("groupId")),
+                "$set": {GROUP_TRAITS.get(k, k): v for k, v in traits.items()}}
     distinct_id = _identity(event, kind)
     if not distinct_id or distinct_id.lower() in INVALID_IDS:
         return f"distinct_id {distinct_id!r} is one Mixpanel refuses"
-    if kind == "group":
-        if not settings.group_key:
-            return "group calls need `group_key` (Mixpanel group analytics) to be mapped"
-        values = {settings.group_key: str(event.get("groupId"))}
-    else:
-        values = {PROFILE_TRAITS.get(k, k): v for k, v in (event.get("traits") or {}).items()}
     ip = (event.get("context") or {}).get("ip") or "0"
-    return {"$token": settings.project_token.get_secret_value(), "$distinct_id": distinct_id,
-            "$ip": ip, "$set": values}
+    return {"$token": token, "$distinct_id": distinct_id, "$ip": ip,
+            "$set": {PROFILE_TRAITS.get(k, k): v for k, v in traits.items()}}
 
 
 def import_auth(settings: Settings) -> tuple[str, str]:
@@ -159,27 +150,34 @@ def import_auth(settings: Settings) -> tuple[str, str]:
 
 
 class EngageUpdate(bytes):
-    """A prepared identify/group call: an Engage update (every other prepared event is
-    an import event's JSON)."""
+    """A prepared identify call: an Engage update (a prepared import event is plain bytes)."""
+    __slots__ = ()
 
+
+class GroupUpdate(bytes):
+    """A prepared group call: a Groups API update."""
     __slots__ = ()
 
 
 def prepare(event: Event, settings: Settings) -> bytes | str:
-    """One event's import event or Engage update JSON, or why it cannot be sent."""
+    """One event's import event, Engage or Groups update JSON, or why it cannot be sent."""
     kind = event["type"]
     if kind in ("identify", "group"):
         update = profile(event, kind, settings)
-        return update if type(update) is str else EngageUpdate(orjson.dumps(update))
-    return prepared(convert(event, kind))
+        if type(update) is str:
+            return update
+        raw = orjson.dumps(update)
+        if len(raw) >= MAX_UPDATE_BYTES:  # Mixpanel would fail the whole request for it
+            return f"a {len(raw)}-byte profile update; Mixpanel's limit is 1 MB"
+        return GroupUpdate(raw) if kind == "group" else EngageUpdate(raw)
+    return prepared(convert(event, kind, settings))
 
 
 def encode_prepared(items: list[bytes | str], settings: Settings) -> Encoded:
     jsons, positions, encoded = split_prepared(items)
     host = (settings.api_host or HOSTS[settings.region]).rstrip("/")
     pairs = list(zip(positions, jsons, strict=True))
-    imports = [(p, j) for p, j in pairs if type(j) is not EngageUpdate]
-    updates = [(p, j) for p, j in pairs if type(j) is EngageUpdate]
+    imports = [(p, j) for p, j in pairs if type(j) is bytes]
     if imports:
         authorization, query = import_auth(settings)
         headers = {"Content-Type": "application/json", "Authorization": authorization}
@@ -189,10 +187,12 @@ def encode_prepared(items: list[bytes | str], settings: Settings) -> Encoded:
             headers["Content-Encoding"] = "gzip"
         encoded.requests.append(Request(f"{host}/import?strict=1{query}", body,
                                         [p for p, _ in imports], headers))
-    if updates:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        encoded.requests.append(Request(f"{host}/engage?verbose=1", array_of(
-            j for _, j in updates), [p for p, _ in updates], headers))
+    for path, kind in (("engage", EngageUpdate), ("groups", GroupUpdate)):
+        updates = [(p, j) for p, j in pairs if type(j) is kind]
+        if updates:  # no gzip: Engage does not take it
+            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            encoded.requests.append(Request(f"{host}/{path}?verbose=1", array_of(
+                j for _, j in updates), [p for p, _ in updates], headers))
     return encoded
 
 
@@ -201,14 +201,16 @@ encode = encode_in_parts(prepare, encode_prepared)
 
 def classify(response: Response, request: Request) -> Outcome:
     status = response.status
-    engage = "/engage" in request.url
+    engage = "/import" not in request.url  # /engage or /groups: a 200 says how it went
+    body = json_body(response.body)  # verbose=1: {"status": 1, "error": null}; else 1 or 0
     if 200 <= status < 300:
-        if engage and not _engage_ok(response.body):
-            return Rejected(f"Mixpanel engage refused the updates: {response.body[:200]!r}")
+        if engage and (body.get("status") if isinstance(body, dict) else body) != 1:
+            # "one or more" updates are invalid, not which: halve until each is alone
+            reason = f"Mixpanel refused the profile updates: {response.body[:200]!r}"
+            return Split(reason) if len(request.events) > 1 else Rejected(reason)
         return DELIVERED
     if status == 413:
         return Split("HTTP 413: payload too large for Mixpanel")
-    body = json_body(response.body)
     if status == 400 and not engage and isinstance(body, dict):
         count = len(request.events)
         rejected = {r["index"]: f"Mixpanel: {r.get('field', '')}: {r.get('message', '')}"
@@ -217,12 +219,6 @@ def classify(response: Response, request: Request) -> Outcome:
         if rejected:  # the events not named were imported
             return Partial(rejected=rejected)
     return classify_http(response, request)
-
-
-def _engage_ok(raw: bytes) -> bool:
-    """``verbose=1`` answers ``{"status": 1, "error": null}``; plain mode ``1`` or ``0``."""
-    body = json_body(raw)
-    return (body.get("status") if isinstance(body, dict) else body) == 1
 
 
 CONNECTOR = Connector(
@@ -241,14 +237,14 @@ and `$device_id` (anonymousId) for Mixpanel's simplified ID merge. Ids Mixpanel 
 ≤ 36 chars of `[A-Za-z0-9-]`, else `uuid5(8f7c3c1e-2b7a-5a4e-9f0d-6d2b1e4c9a10,
 messageId)` — deterministic, so a re-sent event is deduplicated.
 
-**Mapping.** track → its event name; page → `Loaded a Page`, screen → `Loaded a Screen`
-(Segment's generic names; `name`/`category` become properties); alias → `$create_alias`;
-identify → Engage `$set` of traits (email/name/firstName/lastName/phone/avatar/createdAt
-→ `$email`, `$name`, …) with `project_token`; group → Engage `$set {group_key: groupId}`.
-`time` in ms; `ip` = `context.ip`, else `0` (so Mixpanel does not geolocate our server);
-context → `$os`, `$os_version`, `$manufacturer`, `$model`, `$app_version_string`,
-`$current_url`, `$referrer`, `utm_*`.
+**Mapping.** track → its name; page/screen → `Viewed {name}` (Segment's presets; unnamed:
+`Loaded a Page`/`Loaded a Screen`); alias → `$create_alias` (`alias` = userId); identify →
+Engage `$set` of traits (email, name, firstName, … → `$email`, `$name`, `$first_name`, …);
+group → Groups API `$set` of traits on `$group_key` = `group_key`, `$group_id` = groupId;
+both need `project_token`. `time` in ms; `ip` = `context.ip`, else `0` (so Mixpanel does
+not geolocate our server); context → default properties as Segment's Mixpanel (Actions)
+maps them (`$os`, `$browser`, `$app_*`, `$device_*`, `$current_url`, `mp_country_code`, …).
 
-**Errors.** Import 400 rejects exactly the `failed_records` (the rest were imported);
-413 splits; 429/5xx retry. Engage answers 200 with `status: 0` on bad updates: rejected.""",
+**Errors.** Import 400 rejects exactly the `failed_records` (the rest were imported); 413
+splits; 429/5xx retry. Engage/Groups 200 `status: 0` (a bad update, unnamed): halved.""",
 )

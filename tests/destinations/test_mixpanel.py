@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from destinations.base import Request, Response
 from destinations.mixpanel import CONNECTOR, Settings, classify, encode, insert_id
+from destinations.mixpanel_map import browser
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Retry, Split
 from tests.destinations.harness import send_once
 from tests.destinations.samples import FULL, MINIMAL
@@ -99,33 +100,118 @@ def test_full_track_carries_identity_context_and_properties() -> None:
         "$referrer": "https://www.example.org/", "utm_source": "newsletter",
         "utm_medium": "email", "utm_campaign": "spring"}
     assert "$device_id" not in video["properties"]  # no anonymousId on that event
-    assert page["event"] == "Loaded a Page"
+    assert page["event"] == "Viewed Cart"
     assert (page["properties"]["name"], page["properties"]["category"]) == ("Cart", "Shop")
 
 
-def test_full_identify_and_group_become_engage_set() -> None:
+def test_context_becomes_default_properties_as_segment_maps_them() -> None:
+    """Segment's Mixpanel (Actions) Track Event fields: context → Mixpanel defaults."""
+    (order,) = imported(FULL[:1])
+    props = order["properties"]
+    assert {k: props.get(k) for k in (
+        "$browser", "$browser_version", "$app_name", "$app_build_number", "$device_type",
+        "$locale", "$lib_version", "mp_lib", "mp_country_code")} == {
+        "$browser": "Chrome", "$browser_version": "126.0", "$app_name": "Shop",
+        "$app_build_number": "341", "$device_type": "ios", "$locale": "en-GB",
+        "$lib_version": "5.2.0", "mp_lib": "Segment: analytics.js",
+        "mp_country_code": "United Kingdom"}
+    ctx = {"userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) "
+                        "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148",
+           "device": {"manufacturer": "Apple", "name": "Ada's phone",
+                      "advertisingId": "ad-1"},
+           "network": {"carrier": "O2", "wifi": True, "cellular": False},
+           "screen": {"width": 390, "height": 844, "density": 3}, "groupId": "co-9",
+           "campaign": {"term": "mugs", "content": "banner"}}
+    (event,) = imported([track(context=ctx)])
+    props = event["properties"]
+    assert {k: props.get(k) for k in (
+        "$browser", "$browser_version", "$device", "$device_name", "$ios_ifa", "$carrier",
+        "$wifi_enabled", "$cellular_enabled", "$screen_width", "$screen_height",
+        "$screen_density", "$group_id", "utm_term", "utm_content")} == {
+        "$browser": "Mobile Safari", "$browser_version": "17.5", "$device": "Ada's phone",
+        "$device_name": "Ada's phone", "$ios_ifa": "ad-1", "$carrier": "O2",
+        "$wifi_enabled": True, "$cellular_enabled": False, "$screen_width": 390,
+        "$screen_height": 844, "$screen_density": 3, "$group_id": "co-9",
+        "utm_term": "mugs", "utm_content": "banner"}
+
+
+@pytest.mark.parametrize(("user_agent", "vendor", "expected"), [
+    ("Mozilla/5.0 (Windows NT 10.0) AppleWebKit/537.36 Chrome/126.0.0.0 Safari/537.36 "
+     "Edg/126.0.2592.68", "", ("Microsoft Edge", "126.0")),
+    ("Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0", "",
+     ("Firefox", "127.0")),
+    ("Mozilla/5.0 (Macintosh) AppleWebKit/605.1.15 Version/17.4 Safari/605.1.15", "Apple",
+     ("Safari", "17.4")),
+    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
+     "like Gecko) Version/17.5 Mobile/15E148 Safari/604.1", "", ("Mobile Safari", "17.5")),
+    ("Mozilla/5.0 (Macintosh) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 "
+     "Safari/605.1.15", "", ("Safari", "17.4")),
+    ("Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/126.0 Mobile OPR/82.0",
+     "", ("Opera", "82.0")),
+    ("curl/8.5.0", "", (None, None)),
+])
+def test_browser_from_user_agent(user_agent: str, vendor: str,
+                                 expected: tuple[str | None, str | None]) -> None:
+    assert browser(user_agent, vendor) == expected
+
+
+def test_full_identify_becomes_engage_set_and_group_a_groups_set() -> None:
     encoded = encode(FULL, settings(group_key="company_id"))
-    eng = next(r for r in encoded.requests if "/engage" in r.url)
-    assert eng.events == [2, 4]
-    identify, group = body_of(eng)
+    eng, grp = (r for r in encoded.requests if "/import" not in r.url)
+    assert (eng.url, eng.events) == ("https://api.mixpanel.com/engage?verbose=1", [2])
+    (identify,) = body_of(eng)
     assert identify["$distinct_id"] == "user-00042" and identify["$ip"] == "203.0.113.7"
     assert identify["$set"] == {
         "$email": "Ada.Lovelace@example.com", "$first_name": "Ada", "$last_name": "Lovelace",
         "$phone": "+44 20 7946 0000", "plan": "pro",
         "company": {"name": "Analytical Engines", "id": "co-9"},
         "$created": "2024-01-15T09:00:00Z", "logins": 17}
-    assert group["$set"] == {"company_id": "co-9"}
+    # Segment's Group Identify User: the group profile, not the user's, gets the traits
+    assert (grp.url, grp.events) == ("https://api.mixpanel.com/groups?verbose=1", [4])
+    assert "Content-Encoding" not in grp.headers and "Authorization" not in grp.headers
+    assert body_of(grp) == [{"$token": TOKEN, "$group_key": "company_id", "$group_id": "co-9",
+                             "$set": {"$name": "Analytical Engines", "industry": "Computing",
+                                      "employees": 12,
+                                      "website": "https://engines.example.com"}}]
+
+
+def test_group_key_defaults_to_segments_and_a_trait_of_that_name_wins() -> None:
+    group = {**FULL[4], "traits": {"$group_id": "legacy-7", "plan": "pro"}}
+    (update,) = body_of(encode([group], settings()).requests[0])
+    assert (update["$group_key"], update["$group_id"]) == ("$group_id", "legacy-7")
+    (update,) = body_of(encode([FULL[4]], settings()).requests[0])
+    assert (update["$group_key"], update["$group_id"]) == ("$group_id", "co-9")
+
+
+def test_identify_traits_map_to_reserved_profile_properties_as_segment_does() -> None:
+    identify = {**MINIMAL[1], "traits": {"username": "ada", "created": "2024-01-15",
+                                         "name": "Ada L", "abc": 1}}
+    (update,) = body_of(encode([identify], settings()).requests[0])
+    assert update["$set"] == {"$username": "ada", "$created": "2024-01-15",
+                              "$name": "Ada L", "abc": 1}
+
+
+def test_oversized_profile_update_is_rejected_locally() -> None:
+    big = {**MINIMAL[1], "traits": {"bio": "x" * 1_000_000}}
+    encoded = encode([big, MINIMAL[1]], settings())
+    assert "1 MB" in encoded.rejected[0] and [r.events for r in encoded.requests] == [[1]]
 
 
 def test_screen_and_alias() -> None:
     screen = {**MINIMAL[2], "type": "screen", "name": "Home"}
     alias = {"type": "alias", "userId": "user-00042", "previousId": "anon-4242424",
              "messageId": "msg-alias", "timestamp": "2026-11-20T10:10:00.000Z"}
-    s, a = imported([screen, alias])
-    assert s["event"] == "Loaded a Screen" and s["properties"]["name"] == "Home"
+    unnamed = {**MINIMAL[2], "type": "screen", "messageId": "m-s2"}
+    anonymous = {**alias, "userId": None, "anonymousId": "anon-9", "messageId": "m-a2"}
+    s, a, u, b = imported([screen, alias, unnamed, anonymous])
+    assert s["event"] == "Viewed Home" and s["properties"]["name"] == "Home"
+    assert u["event"] == "Loaded a Screen"  # no name for Segment's "Viewed {name}"
     assert a["event"] == "$create_alias"
     assert (a["properties"]["distinct_id"], a["properties"]["alias"]) == (
         "anon-4242424", "user-00042")
+    assert a["properties"]["token"] == TOKEN  # Mixpanel's $create_alias requires it
+    assert (b["properties"]["distinct_id"], b["properties"]["alias"]) == (
+        "anon-4242424", "anon-9")  # Segment: userId, else anonymousId
 
 
 def test_insert_id_is_message_id_or_a_deterministic_uuid5() -> None:
@@ -173,8 +259,6 @@ def test_local_rejections_have_reasons() -> None:
     assert "project_token" in encoded.rejected[4]
     assert "project_token" in encoded.rejected[5]
     assert [r.events for r in encoded.requests] == [[3]]
-    no_key = encode([FULL[4]], settings())
-    assert "group_key" in no_key.rejected[0] and no_key.requests == []
 
 
 # --- classify -----------------------------------------------------------------------------
@@ -183,6 +267,8 @@ def test_local_rejections_have_reasons() -> None:
 FIVE = [track(messageId=f"m-{i}") for i in range(5)]
 IMPORT = encode(FIVE, settings()).requests[0]
 ENGAGE = encode([MINIMAL[1]] * 3, settings()).requests[0]
+ENGAGE_ONE = encode([MINIMAL[1]], settings()).requests[0]
+GROUPS = encode([FULL[4]] * 2, settings(group_key="company_id")).requests[0]
 
 
 def response(status: int, body: Any = b"", headers: dict[str, str] | None = None) -> Response:
@@ -203,8 +289,12 @@ def response(status: int, body: Any = b"", headers: dict[str, str] | None = None
      Rejected),
     (ENGAGE, response(200, {"status": 1, "error": None}), DELIVERED),
     (ENGAGE, response(200, b"1"), DELIVERED),
-    (ENGAGE, response(200, {"status": 0, "error": "$token, invalid or missing"}), Rejected),
-    (ENGAGE, response(200, b"0"), Rejected),
+    # "one or more" updates are bad, which is not said: halve to find them
+    (ENGAGE, response(200, {"status": 0, "error": "$token, invalid or missing"}), Split),
+    (ENGAGE, response(200, b"0"), Split),
+    (ENGAGE_ONE, response(200, b"0"), Rejected),
+    (GROUPS, response(200, {"status": 0, "error": "$group_key, missing or empty"}), Split),
+    (GROUPS, response(200, {"status": 1, "error": None}), DELIVERED),
     (ENGAGE, response(429), Retry("HTTP 429", None)),
 ])
 def test_classify_table(request_: Request, resp: Response, expected: Outcome | type) -> None:
@@ -252,10 +342,18 @@ async def test_e2e_delivers_minimal_and_full(fake: MixpanelFake) -> None:
     assert outcomes == [DELIVERED] * 8
     assert [e["properties"]["$insert_id"] for e in fake.received] == [
         "msg-min-track", "msg-min-page", "msg-full-order", "msg-full-video", "msg-full-page"]
-    assert [p["$distinct_id"] for p in fake.profiles] == ["user-00001", "user-00042",
-                                                          "user-00042"]
-    assert fake.profiles[2]["$set"] == {"company_id": "co-9"}
+    assert [p["$distinct_id"] for p in fake.profiles] == ["user-00001", "user-00042"]
+    assert [(g["$group_key"], g["$group_id"]) for g in fake.groups] == [("company_id", "co-9")]
     assert fake.encodings == ["gzip"]
+
+
+async def test_e2e_engage_status_0_is_split_not_the_whole_batch_rejected(
+        fake: MixpanelFake) -> None:
+    identifies = [{**MINIMAL[1], "userId": f"user-{i}", "messageId": f"m-{i}"}
+                  for i in range(3)]
+    fake.fail_next(200, {"status": 0, "error": "one bad update"}, path="/engage")
+    assert await send(fake, identifies) == [DELIVERED] * 3
+    assert sorted(p["$distinct_id"] for p in fake.profiles) == ["user-0", "user-1", "user-2"]
 
 
 @pytest.mark.parametrize("auth", [{"api_secret": "project-secret"},
@@ -328,7 +426,11 @@ async def test_fake_refuses_what_mixpanel_refuses(fake: MixpanelFake) -> None:
                                          "$insert_id": "a"}},
            {"event": "e", "properties": {"time": 1_700_000_000, "distinct_id": "u",
                                          "$insert_id": "has_underscore"}},
-           {"properties": {"time": 1_700_000_000, "distinct_id": "u", "$insert_id": "a"}}]
+           {"properties": {"time": 1_700_000_000, "distinct_id": "u", "$insert_id": "a"}},
+           {"event": "e", "properties": {"time": 1_700_000_000, "distinct_id": "u",
+                                         "$insert_id": "a", "cart": {"items": list(range(255))}}},
+           {"event": "e", "properties": {"time": 1_700_000_000, "distinct_id": "u",
+                                         "$insert_id": "a", "o": {str(i): i for i in range(255)}}}]
     basic = "Basic " + base64.b64encode(b"sa.router:sa-secret").decode()
     async with aiohttp.ClientSession() as session:
         async def post(query: str, body: Any, auth: str = basic) -> tuple[int, Any]:
@@ -339,13 +441,26 @@ async def test_fake_refuses_what_mixpanel_refuses(fake: MixpanelFake) -> None:
 
         status, body = await post("strict=1&project_id=4242", [good, *bad])
         assert status == 400 and body["num_records_imported"] == 1
-        assert [r["index"] for r in body["failed_records"]] == [1, 2, 3, 4, 5, 6]
+        assert [r["index"] for r in body["failed_records"]] == [1, 2, 3, 4, 5, 6, 7, 8]
         assert [r["field"] for r in body["failed_records"]] == [
             "properties.time", "properties.time", "properties.distinct_id",
-            "properties.distinct_id", "properties.$insert_id", "event"]
+            "properties.distinct_id", "properties.$insert_id", "event", "properties",
+            "properties"]
         assert (await post("strict=0&project_id=4242", [good]))[0] == 400
         assert (await post("strict=1&project_id=999", [good]))[0] == 401
         assert (await post("strict=1", [good], "Basic " + base64.b64encode(
             b"project-secret:").decode()))[0] == 200
         assert (await post("strict=1&project_id=4242", {"event": "e"}))[0] == 400
-    assert len(fake.received) == 2
+
+        async def update(path: str, body: Any) -> Any:
+            async with session.post(f"{fake.url}/{path}?verbose=1", data=orjson.dumps(body),
+                                    headers={"Content-Type": "application/json"}) as resp:
+                return (await resp.json(content_type=None))["status"]
+
+        group = {"$token": TOKEN, "$group_key": "company_id", "$group_id": "co-9", "$set": {}}
+        assert await update("groups", [group]) == 1
+        assert await update("groups", [{**group, "$group_key": ""}]) == 0
+        assert await update("groups", [{**group, "$group_id": 9}]) == 0
+        assert await update("engage", [{"$token": TOKEN, "$distinct_id": "u",
+                                        "$set": {"bio": "x" * 1_100_000}}]) == 0
+    assert len(fake.received) == 2 and len(fake.groups) == 1 and fake.profiles == []

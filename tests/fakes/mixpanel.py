@@ -1,7 +1,7 @@
-"""A contract fake of Mixpanel's ingestion API: ``POST /import`` and ``POST /engage``.
+"""A contract fake of Mixpanel's ingestion API: ``POST /import``, ``/engage``, ``/groups``.
 
-Enforces what Mixpanel documents (reference/import-events, user-profile-limits,
-troubleshooting/errors 400 and 413):
+Enforces what Mixpanel documents (reference/import-events, user-profile-limits, group
+profile limits, troubleshooting/errors 400 and 413):
 
 /import
 - HTTP Basic auth: a service account (``username:secret`` with ``project_id`` in the
@@ -15,19 +15,22 @@ troubleshooting/errors 400 and 413):
   with fewer than 255 keys, ``time`` a number (seconds or ms) no earlier than 1971-01-01
   and at most one hour in the future by the server's clock ("Invalid time"),
   ``distinct_id`` a string not in Mixpanel's refused list, ``$insert_id`` ≤ 36 chars of
-  ``[A-Za-z0-9-]`` and not in that list, the event under 1 MB;
+  ``[A-Za-z0-9-]`` and not in that list, every nested object with fewer than 255 keys and
+  every array with fewer than 255 elements, the event under 1 MB;
 - if any event fails → 400 ``{"code":400,"error":"some data points in the request failed
   validation","failed_records":[{"index","insert_id","field","message"}],
   "num_records_imported":n,"status":"Bad Request"}`` and the valid events ARE imported;
   else 200 ``{"code":200,"num_records_imported":N,"status":"OK"}``.
 
-/engage (batch profile updates)
-- a JSON array of ≤ 2,000 updates, each with ``$token`` equal to the project token, a
-  non-empty ``$distinct_id`` and exactly one operation (``$set`` …) whose value is an
+/engage (batch profile updates) and /groups (batch group profile updates)
+- a JSON array of ≤ 2,000 updates, each under 1 MB, with ``$token`` equal to the project
+  token, a non-empty ``$distinct_id`` (/engage) or a non-empty string ``$group_key`` and a
+  string ``$group_id`` (/groups), and exactly one operation (``$set`` …) whose value is an
   object; answers 200 ``{"status":1,"error":null}`` (``verbose=1``) or, on a bad update,
-  200 ``{"status":0,"error":"..."}`` with nothing applied (Engage reports failures in a 200).
+  200 ``{"status":0,"error":"..."}`` with nothing applied (failures come in a 200).
 
-``received`` holds the imported events; ``profiles`` the applied Engage updates.
+``received`` holds the imported events; ``profiles`` the applied Engage updates, ``groups``
+the applied Groups updates.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from tests.fakes.base import FakeServer, respond
 MAX_EVENTS = 2000
 MAX_BYTES = 10 * 1024 * 1024
 MAX_EVENT_BYTES = 1024 * 1024
+MAX_UPDATE_BYTES = 1024 * 1024
+MAX_KEYS = 254  # nested objects: "fewer than 255 keys"; arrays: fewer than 255 elements
 INSERT_ID = re.compile(r"[A-Za-z0-9-]{1,36}")
 REFUSED_IDS = frozenset(("00000000-0000-0000-0000-000000000000", "anon", "anonymous", "nil",
                          "none", "null", "n/a", "na", "undefined", "unknown", "<nil>", "0",
@@ -63,6 +68,7 @@ class MixpanelFake(FakeServer):
         self.username, self.secret, self.project_id = username, secret, project_id
         self.api_secret, self.token = api_secret, token
         self.profiles: list[dict[str, Any]] = []
+        self.groups: list[dict[str, Any]] = []
         self.encodings: list[str] = []  # Content-Encoding of each /import request
         super().__init__()
 
@@ -70,6 +76,7 @@ class MixpanelFake(FakeServer):
         # aiohttp refuses bodies over 1 MiB by itself; let the vendor's own limit decide.
         app.router.add_post("/import", self.import_events)
         app.router.add_post("/engage", self.engage)
+        app.router.add_post("/groups", self.engage)
 
     def _authorized(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
@@ -129,7 +136,9 @@ class MixpanelFake(FakeServer):
         return respond(200, {"code": 200, "num_records_imported": len(imported), "status": "OK"})
 
     async def engage(self, request: web.Request) -> web.Response:
+        """/engage and /groups: the same batch format, answers and limits."""
         verbose = request.query.get("verbose") == "1"
+        groups = request.path == "/groups"
         try:
             updates = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
@@ -137,19 +146,26 @@ class MixpanelFake(FakeServer):
         if not isinstance(updates, list) or not updates or len(updates) > MAX_EVENTS:
             return _engage_result(verbose, "expected a JSON array of 1 to 2000 updates")
         for update in updates:
-            error = self._engage_problem(update)
+            error = self._engage_problem(update, groups)
             if error:
                 return _engage_result(verbose, error)
-        self.profiles.extend(updates)
+        (self.groups if groups else self.profiles).extend(updates)
         self.changed.set()
         return _engage_result(verbose, None)
 
-    def _engage_problem(self, update: Any) -> str | None:
+    def _engage_problem(self, update: Any, groups: bool) -> str | None:
         if not isinstance(update, dict):
             return "each update must be a JSON object"
+        if len(orjson.dumps(update)) > MAX_UPDATE_BYTES:
+            return "an update must be at most 1 MB"
         if update.get("$token") != self.token:
             return "$token, invalid or missing"
-        if not isinstance(update.get("$distinct_id"), str) or not update["$distinct_id"]:
+        if groups:
+            if not isinstance(update.get("$group_key"), str) or not update["$group_key"]:
+                return "$group_key, missing or empty"
+            if not isinstance(update.get("$group_id"), str):
+                return "$group_id, missing or not a string"
+        elif not isinstance(update.get("$distinct_id"), str) or not update["$distinct_id"]:
             return "$distinct_id, missing or empty"
         operations = [op for op in PROFILE_OPERATIONS if op in update]
         if len(operations) != 1:
@@ -189,8 +205,24 @@ def _validate(event: Any) -> tuple[str, str] | None:
             or insert_id.lower() in REFUSED_IDS:
         return ("properties.$insert_id", "'properties.$insert_id' must be <= 36 bytes of "
                 "alphanumerics or '-'")
+    nested = _too_big(props, top=True)
+    if nested:
+        return nested
     if len(orjson.dumps(event)) >= MAX_EVENT_BYTES:
         return "event", "an event must be smaller than 1MB of uncompressed JSON"
+    return None
+
+
+def _too_big(value: Any, top: bool = False) -> tuple[str, str] | None:
+    """The first nested object with 255 keys or more, or array with 255 elements or more."""
+    if isinstance(value, dict | list) and len(value) > MAX_KEYS and not top:
+        return "properties", "nested objects and arrays must have fewer than 255 entries"
+    children = value.values() if isinstance(value, dict) else value if isinstance(
+        value, list) else ()
+    for child in children:
+        problem = _too_big(child)
+        if problem:
+            return problem
     return None
 
 

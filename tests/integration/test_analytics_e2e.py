@@ -189,7 +189,7 @@ async def test_four_analytics_destinations_native_formats_ids_partials_and_metri
     assert imported[ids[3]]["event"] == "Order Completed"
     assert (props["distinct_id"], props["time"], props["ip"]) == (
         "user-ana01", ms(events[3]), "198.51.100.7")
-    assert imported[ids[2]]["event"] == "Loaded a Page"
+    assert imported[ids[2]]["event"] == "Viewed Cart"
     assert imported[ids[4]]["properties"]["distinct_id"] == "anon-bo001"
     assert set(mix.encodings) == {"gzip"}
     profiles = {p["$distinct_id"]: p for p in mix.profiles}
