@@ -38,6 +38,15 @@ def test_connector_declaration() -> None:
         Settings.model_validate({"dsn": "postgresql://db/x", "max_columns": 1601})
 
 
+def test_a_schema_name_postgresql_cannot_hold_is_a_config_error() -> None:
+    """PostgreSQL refuses names over 63 bytes; at run time every batch would retry until
+    dead-lettered, so the config is refused instead."""
+    assert Settings.model_validate({"dsn": "postgresql://db/x", "schema": "s" * 63})
+    for name in ("s" * 64, "é" * 32, ""):
+        with pytest.raises(ValueError, match="schema"):
+            Settings.model_validate({"dsn": "postgresql://db/x", "schema": name})
+
+
 async def test_an_unreachable_server_retries_the_whole_batch(free_port: int) -> None:
     sender = PostgresSender(Settings.model_validate(
         {"dsn": f"postgresql://postgres@127.0.0.1:{free_port}/none"}))
@@ -271,3 +280,57 @@ async def test_five_thousand_events_in_one_batch(sender: PostgresSender,
     assert await sender.send(events) == [DELIVERED] * 5000
     assert await db.fetchval(f"SELECT count(*) FROM {schema}.tracks") == 2000
     assert await db.fetchval(f"SELECT count(*) FROM {schema}.users") == 1
+
+
+@needs_postgres
+async def test_a_value_too_big_for_an_index_rejects_only_its_event(
+        sender: PostgresSender, db: asyncpg.Connection, schema: str) -> None:
+    """Segment's PostgreSQL page invites users to add indexes. A value over a B-tree
+    entry's limit (~2.7 kB, after compression) is refused as a program limit (class 54),
+    as data that never fits, not as a server error: only its event is rejected, the
+    rest of the batch loads (it used to retry whole until dead-lettered)."""
+    await sender.send([track("m0", note="short")])
+    await db.execute(f"CREATE INDEX ON {schema}.item_viewed (note)")
+    events = [track(f"m{i}", note="ok") for i in range(1, 5)]
+    noise = "".join(uuid.uuid4().hex for _ in range(200))  # 6.4 kB that do not compress
+    events[2]["properties"]["note"] = noise
+    events.append(track("x" + noise, note="a key too long to index"))
+    outcomes = await sender.send(events)
+    assert [type(o) for o in outcomes] == [Delivered] * 2 + [Rejected] + [Delivered] + [
+        Rejected]
+    assert "index row size" in outcomes[2].reason  # type: ignore[union-attr]
+    assert await db.fetchval(f"SELECT count(*) FROM {schema}.tracks") == 4
+
+
+@needs_postgres
+async def test_times_at_the_edge_of_pythons_range_load_as_the_times_they_are(
+        sender: PostgresSender, db: asyncpg.Connection, schema: str) -> None:
+    """.NET's DateTimeOffset.MinValue with a local offset is a real-world value; in UTC it
+    is a day before Python's first (PostgreSQL holds it). asyncpg converts to UTC and
+    raised OverflowError, which crashed the whole batch's send."""
+    events = [track("m1", at="2024-01-15T09:00:00Z"),
+              track("m2", at="0001-01-01T00:00:00+02:00"),
+              track("m3", at="9999-12-31T23:30:00-01:00")]
+    events[1]["originalTimestamp"] = "0001-01-01T00:00:00+02:00"
+    assert await sender.send(events) == [DELIVERED] * 3
+    assert (await columns(db, schema, "item_viewed"))["at"] == "timestamp with time zone"
+    assert await db.fetch(f"SELECT id, at::text, original_timestamp::text FROM "
+                          f"{schema}.item_viewed ORDER BY id") == [
+        ("m1", "2024-01-15 09:00:00+00", None),
+        ("m2", "0001-12-31 22:00:00+00 BC", "0001-12-31 22:00:00+00 BC"),
+        ("m3", "10000-01-01 00:30:00+00", None)]
+
+
+@needs_postgres
+async def test_a_table_or_column_another_router_just_made_is_planned_again(
+        sender: PostgresSender, db: asyncpg.Connection, schema: str) -> None:
+    """Routers of one group share the warehouse. When another made the table first
+    (``CREATE TABLE IF NOT EXISTS`` is then a no-op) without this batch's columns, or
+    made a column with a type this batch's values do not fit, the batch plans again on
+    the catalogue it re-read; it used to load without those values, or reject them."""
+    await sender.send([track("m0", name="Other")])  # the sender's catalogue is now read
+    await db.execute(  # as another router, between this one's reads
+        f"CREATE TABLE {schema}.item_viewed (id text PRIMARY KEY, qty bigint)")
+    assert await sender.send([track("m1", sku="a", qty="two")]) == [DELIVERED]
+    assert await db.fetch(f"SELECT id, sku, qty FROM {schema}.item_viewed") == [
+        ("m1", "a", "two")]
