@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -21,6 +23,10 @@ def _load(config_path: str) -> Any:
     # __main__, and the config would bring in every connector
     from router.config import ConfigError, load
 
+    if not Path(config_path).exists():  # most often: the default, run from another directory
+        click.echo(f"{config_path}: no such config file (give one with -c FILE; a relative "
+                   f"path starts from {Path.cwd()})", err=True)
+        sys.exit(1)
     try:
         return load(config_path)
     except ConfigError as exc:
@@ -67,6 +73,8 @@ def main() -> None:
     """Route analytics events from Kafka to every destination, losing none."""
 
 
+BIND_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
+
 POSITIONAL_CONFIG = click.argument("config_file", required=False,
                                    type=click.Path(dir_okay=False))
 
@@ -92,6 +100,14 @@ def run(config_path: str, config_file: str | None) -> None:
     except KafkaError as exc:  # e.g. refused credentials: the message, not a traceback
         click.echo(f"event-router: Kafka refused to start the router: {exc!r}", err=True)
         sys.exit(1)
+    except OSError as exc:
+        # the operator's server could not bind server.listen (8080 is often taken)
+        if exc.errno not in BIND_ERRORS or "bind" not in str(exc):
+            raise
+        click.echo(f"event-router: cannot serve on server.listen {config.server.listen!r}: "
+                   f"{os.strerror(exc.errno or 0)}; set it to a free host:port "
+                   "(ROUTER_LISTEN in the shipped configs), or to '' for no server", err=True)
+        sys.exit(1)
 
 
 @main.command()
@@ -114,6 +130,10 @@ def dry_run(config_path: str, events: Any) -> None:
     EVENTS is a JSON or NDJSON file (or - for stdin). No network, no Kafka."""
     from router.dryrun import render
 
+    if Path(events.name).suffix.lower() in (".yaml", ".yml"):
+        # `dry-run router.yaml`, as with `run` and `validate`, would read the config as events
+        raise click.UsageError(f"EVENTS is a JSON or NDJSON file of events, not a config: "
+                               f"give the config with -c ({events.name})")
     config = _load(config_path)
     click.echo(render(config, events.read()))
 
@@ -151,6 +171,9 @@ def produce(config_path: str, topic: str | None, demo: int, events: Any) -> None
     """Publish events (an NDJSON file, or generated demo events) to the input topic."""
     from router.demo import produce as do_produce
 
+    if events is None and demo <= 0:
+        raise click.UsageError("nothing to publish: give an NDJSON file (- for stdin) or "
+                               "--demo N")
     config = _load(config_path)
     lines = events.read().splitlines() if events else []
     sent = _with_kafka("produce", config,

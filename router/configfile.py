@@ -63,9 +63,7 @@ def read(path: str | Path, env: Mapping[str, str] | None = None) -> tuple[Any, L
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError([f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+        raise ConfigError([_yaml_problem(path, exc)]) from exc
     if node is None:
         return {}, lines
     problems: list[str] = []
@@ -74,6 +72,35 @@ def read(path: str | Path, env: Mapping[str, str] | None = None) -> tuple[Any, L
     if problems:
         raise ConfigError(problems)
     return data, lines
+
+
+# PyYAML's words for the slips people make most, and what to do about each one.
+YAML_HINTS = (
+    ("but found '<block", "the indentation does not match the lines above: the keys of one "
+     "mapping, and the '-' items of one list, must start in the same column"),
+    ("found character '\\t'", "a tab character: YAML is indented with spaces only"),
+    ("mapping values are not allowed here", "an unexpected ': ': quote a value that "
+     "contains one (key: 'a: b'), or look for a key without its ':' just above"),
+    ("found unexpected end of stream", "the file ends inside a quoted string: close the "
+     "quote"),
+    ("expected ',' or", "a [list] or {mapping} is not closed, or lacks a comma between "
+     "items"),
+)
+
+
+def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """``file:line: invalid YAML …`` in plain words, keeping PyYAML's own (searchable) text
+    and the line where the enclosing block or quote began, which is often the culprit."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark else str(path)
+    problem = str(getattr(exc, "problem", None) or exc)
+    hint = next((text for key, text in YAML_HINTS if key in problem), None)
+    message = f"{hint} (YAML: {problem})" if hint else problem
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None and (mark is None or start.line != mark.line):
+        message += f", {context} from line {start.line + 1}"
+    column = f" at column {mark.column + 1}" if mark else ""
+    return f"{where}: invalid YAML{column}: {message}"
 
 
 def _build(node: yaml.Node, at: Path_, lines: Lines, env: Mapping[str, str],

@@ -48,7 +48,8 @@ def table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> str:
             continue
         description = (field.description or "").replace("|", "\\|").replace("\n", " ")
         kind = _type(field).replace("|", "\\|")
-        rows.append(f"| `{name}` | `{kind}` | {_default(field)} | {description} |")
+        key = field.alias or name  # what the YAML says (`schema`, not `schema_name`)
+        rows.append(f"| `{key}` | `{kind}` | {_default(field)} | {description} |")
     return "\n".join(rows)
 
 

@@ -353,3 +353,51 @@ def test_dry_run_reports_an_encoder_that_raises(tmp_path: Path,
     assert results[0]["destinations"]["h"] == {
         "decision": "rejected", "reason": "encode failed: ValueError('cannot encode Boom')"}
     assert results[1]["destinations"]["h"]["decision"] == "sent"
+
+
+# --- a first-time user's slips: one clear line, not a surprise --------------------------
+
+
+def test_dry_run_refuses_a_config_given_where_the_events_go(tmp_path: Path) -> None:
+    """`run FILE` and `validate FILE` take the config positionally; `dry-run FILE` must not
+    quietly read that YAML as events (each line a dead letter) against the default."""
+    config = tmp_path / "router.yaml"
+    config.write_text(_yaml([{"name": "h", "type": "webhook", "settings": HOOK}]))
+    result = CliRunner().invoke(main, ["dry-run", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "give the config with -c" in result.output and "dead-letter" not in result.output
+
+
+def test_produce_with_nothing_to_publish_is_a_usage_error(tmp_path: Path) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text("kafka: {bootstrap_servers: '127.0.0.1:1'}\ndestinations: []\n")
+    result = CliRunner().invoke(main, ["produce", "-c", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "--demo N" in result.output and "published" not in result.output
+
+
+def test_a_missing_config_file_says_how_to_give_one(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["validate", "-c", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'nope.yaml'}: no such config file (give one with -c FILE" \
+        in result.output
+
+
+def test_run_on_a_taken_listen_port_ends_with_one_line(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "router.yaml"
+        config.write_text("kafka: {bootstrap_servers: '127.0.0.1:1'}\n"  # never reached
+                          f"server: {{listen: '127.0.0.1:{port}'}}\ndestinations: []\n")
+        done = subprocess.run([sys.executable, "-m", "router.cli", "run", "-c", str(config)],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert (f"cannot serve on server.listen '127.0.0.1:{port}': Address already in use"
+            in done.stderr), done.stderr

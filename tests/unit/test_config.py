@@ -172,3 +172,40 @@ def test_a_tracking_plan_with_a_bad_schema_fails_validate(tmp_path: Path) -> Non
     assert problem.startswith(f"{path}:10: pipeline.tracking_plan.path: {plan}")
     plan.write_text("events:\n  Signed Up: {type: object}\n")
     assert load(path).pipeline.tracking_plan is not None  # fixed: valid
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    (GOOD.replace("    settings:", "   settings:"), 7,
+     "invalid YAML at column 4: the indentation does not match the lines above"),
+    (GOOD.replace("  topics:", "\ttopics:"), 3, "a tab character: YAML is indented with spaces"),
+    (GOOD + "    where: 'type = \"track\"\n", 10,
+     "the file ends inside a quoted string: close the quote (YAML: found unexpected end of "
+     "stream), while scanning a quoted scalar from line 9"),
+    (GOOD.replace("topics: [events]", "topics: [events"), 4,
+     "a [list] or {mapping} is not closed, or lacks a comma between items"),
+    (GOOD.replace("bootstrap_servers: 127.0.0.1:9092", "bootstrap_servers: a: b"), 2,
+     "quote a value that contains one"),
+], ids=["indentation", "tab", "unclosed quote", "unclosed list", "colon in a value"])
+def test_yaml_slips_say_what_to_fix(tmp_path: Path, text: str, line: int, message: str) -> None:
+    """PyYAML's parser jargon alone ("expected <block end>") does not tell a first-time
+    user what to change; the line where the broken block began often does."""
+    path = tmp_path / "router.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    [problem] = info.value.problems
+    assert problem.startswith(f"{path}:{line}: ") and message in problem, problem
+
+
+def test_reference_names_each_key_as_the_yaml_writes_it(tmp_path: Path) -> None:
+    """A setting with an alias (DuckDB's and PostgreSQL's `schema`) is documented by the
+    key a config uses: the field's own name is refused as an unknown key."""
+    from router.reference import render
+
+    reference = render()
+    assert "| `schema` |" in reference and "`schema_name`" not in reference
+    path = tmp_path / "router.yaml"
+    path.write_text("kafka: {bootstrap_servers: 'localhost:9092', topics: [events]}\n"
+                    "destinations:\n  - name: wh\n    type: duckdb\n"
+                    "    settings: {path: wh.duckdb, schema: analytics}\n")
+    assert load(str(path)).destinations[0].settings.schema_name == "analytics"
