@@ -89,6 +89,7 @@ class Router:
         self.source: Source | None = None
         self.pipeline: Pipeline | None = None
         self.outbox: Outbox | None = None
+        self.record_limits: dict[str, int] = {}  # its own topics: max.message.bytes
         self.server: Any = None
 
     # -- building ---------------------------------------------------------------------
@@ -108,7 +109,7 @@ class Router:
         self.producer = outbox_producer(kafka_options(cfg), cfg.kafka.max_event_bytes)
         await self.producer.start()
         self.outbox = Outbox(self.producer, cfg.kafka.dead_letter_topic,
-                             cfg.kafka.retry_topic_prefix, self.stats)
+                             cfg.kafka.retry_topic_prefix, self.stats, self.record_limits)
         for dest_cfg in cfg.destinations:
             if dest_cfg.enabled:
                 await self._add_destination(dest_cfg)
@@ -148,11 +149,9 @@ class Router:
         delay = 1.0
         while not self.stopping.is_set():
             try:
-                if cfg.kafka.create_topics:  # its admin client is the first contact
-                    await self._ensure_topics(cfg, [d.name for d in cfg.destinations
-                                                    if d.enabled])
-                else:
-                    await topics.reach(kafka_options(cfg))
+                # its admin client is the first contact
+                await self._ensure_topics(cfg, [d.name for d in cfg.destinations
+                                                if d.enabled])
                 return True
             except KafkaConnectionError as exc:
                 log.warning("Kafka is not reachable yet; retrying.",
@@ -164,13 +163,18 @@ class Router:
         return False
 
     async def _ensure_topics(self, cfg: Config, destinations: list[str]) -> None:
+        """Create the missing topics (``kafka.create_topics``) and learn the record size
+        limits of the router's own, which the outbox keeps its writes within."""
         k = cfg.kafka
-        if not k.create_topics:
-            return
-        names = [*k.topics, k.dead_letter_topic,
-                 *(f"{k.retry_topic_prefix}.{d}" for d in destinations)]
-        await topics.ensure(kafka_options(cfg), names, k.created_topic_partitions,
-                            k.created_topic_replication)
+        own = [k.dead_letter_topic, *(f"{k.retry_topic_prefix}.{d}" for d in destinations)]
+        if k.create_topics:
+            limits = await topics.ensure(kafka_options(cfg), [*k.topics, *own],
+                                         k.created_topic_partitions,
+                                         k.created_topic_replication, sources=list(k.topics),
+                                         min_record_bytes=k.max_event_bytes)
+        else:
+            limits = await topics.record_limits(kafka_options(cfg), own)
+        self.record_limits.update({t: n for t, n in limits.items() if t in own})
 
     async def _add_destination(self, cfg: DestinationBase) -> Destination:
         assert self.outbox is not None

@@ -5,7 +5,8 @@ retry driver then delivers them.
 
 Each event goes back to the destination it was dead-lettered from; ``destination``
 restricts the replay to that one. Invalid input (no destination) is never replayed:
-it would fail decoding again.
+it would fail decoding again; nor is a record written without its value (too large for
+the dead-letter topic: its headers say where the original is).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ async def replay(config: Config, *, destination: str | None = None, since: str |
         raise ValueError(f"since {since!r} is not an ISO-8601 time") from exc
     consumer = AIOKafkaConsumer(**kafka_options(config), group_id=None,
                                 enable_auto_commit=False)
-    producer = AIOKafkaProducer(**kafka_options(config), acks="all")
+    # a dry run writes nothing: no producer (an unstarted one warns as it is collected)
+    producer = None if dry_run else AIOKafkaProducer(**kafka_options(config), acks="all")
     counts: dict[str, Any] = {"scanned": 0, "replayed": 0, "skipped": 0, "by_destination": {}}
     try:  # both clients stopped even when one fails to start (they hold connections)
         await consumer.start()
@@ -48,7 +50,7 @@ async def replay(config: Config, *, destination: str | None = None, since: str |
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        if not dry_run:
+        if producer is not None:
             await producer.start()
         futures = []
         remaining = {tp for tp in tps if ends[tp] > 0}
@@ -65,6 +67,7 @@ async def replay(config: Config, *, destination: str | None = None, since: str |
                     failed_at = number(headers, "last_failure_at", 0.0)
                     target = headers.get("destination")  # invalid input has none
                     if (target not in known or failed_at < since_s
+                            or record.value is None  # left out: too large (outbox.py)
                             or (limit is not None and counts["replayed"] >= limit)
                             or (destination is not None and target != destination)):
                         counts["skipped"] += 1
@@ -72,7 +75,7 @@ async def replay(config: Config, *, destination: str | None = None, since: str |
                     counts["replayed"] += 1
                     by = counts["by_destination"]
                     by[target] = by.get(target, 0) + 1
-                    if not dry_run:
+                    if producer is not None:
                         origin = [(h, headers[h].encode()) for h in ORIGIN_HEADERS
                                   if h in headers]
                         futures.append(await producer.send(
@@ -87,7 +90,7 @@ async def replay(config: Config, *, destination: str | None = None, since: str |
             await future
     finally:
         await consumer.stop()
-        if not dry_run:
+        if producer is not None:
             await producer.stop()
     counts["dry_run"] = dry_run
     return counts

@@ -9,6 +9,7 @@ import ssl
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import (
     IllegalSaslStateError,
@@ -19,6 +20,10 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 from aiokafka.partitioner import murmur2
+
+from router.telemetry import logger
+
+log = logger("router.topics")
 
 
 class TLSHandshakeFailed(KafkaError):
@@ -35,6 +40,8 @@ REFUSALS = (SaslAuthenticationFailed, UnsupportedSaslMechanismError, IllegalSasl
 # those stay "not reachable"; any other SSLError is a disagreement waiting will not fix.
 TLS_CONNECTION_LOST = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError,
                        ssl.SSLWantReadError, ssl.SSLWantWriteError)
+# Room for the headers the router adds to a record it parks or dead-letters.
+HEADER_ROOM = 64 * 1024
 # The options of a client that also apply to one connection (create_conn's keywords).
 CONNECTION_OPTIONS = ("client_id", "security_protocol", "ssl_context", "sasl_mechanism",
                       "sasl_plain_username", "sasl_plain_password")
@@ -94,34 +101,74 @@ def _tls_hint(error: ssl.SSLError) -> str:
     return "the client's and the broker's TLS settings do not match"
 
 
-async def reach(options: dict[str, Any]) -> None:
-    """Bootstrap once and let go: raises ``KafkaConnectionError`` while no broker answers
-    (and ``start_admin``'s refusals)."""
-    admin = AIOKafkaAdminClient(**options)
-    try:
-        await start_admin(admin, options)
-    finally:
-        with contextlib.suppress(Exception):  # closing a client that never started
-            await admin.close()
-
-
 async def ensure(options: dict[str, Any], names: list[str], partitions: int,
-                 replication: int) -> list[str]:
-    """Create the topics that do not exist yet; return the ones created. Raises
-    ``KafkaConnectionError`` while no broker answers (as ``reach``)."""
+                 replication: int, sources: list[str] | None = None,
+                 min_record_bytes: int = 0) -> dict[str, int]:
+    """Create the topics that do not exist yet. Raises ``KafkaConnectionError`` while no
+    broker answers (as ``reach``). Returns each topic's record size limit
+    (``max.message.bytes``) where it could be read.
+
+    The router's own topics (those not in ``sources``) are created to take any record
+    their sources take (their largest limit; at least ``min_record_bytes``) plus the
+    router's headers: a record the source took but the dead-letter or a retry topic
+    refused could not be kept whole."""
     admin = AIOKafkaAdminClient(**options)
     try:
         await start_admin(admin, options)
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
+        own = [n for n in missing if n not in (sources or ())]
+        configs: dict[str, str] = {}
+        if own:
+            read = await _record_limits(admin, [t for t in sources or () if t in existing])
+            largest = max([DEFAULT_RECORD_BYTES, min_record_bytes, *read.values()])
+            configs["max.message.bytes"] = str(largest + HEADER_ROOM)
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another replica won
-                await admin.create_topics([NewTopic(n, partitions, replication)
-                                           for n in missing])
-        return missing
+                await admin.create_topics([
+                    NewTopic(n, partitions, replication,
+                             topic_configs=configs if n in own else {})
+                    for n in missing])
+        return await _record_limits(admin, names)
     finally:
         with contextlib.suppress(Exception):  # closing a client that never started
             await admin.close()
+
+
+async def record_limits(options: dict[str, Any], names: list[str]) -> dict[str, int]:
+    """``_record_limits`` with an admin client of its own."""
+    admin = AIOKafkaAdminClient(**options)
+    try:
+        await start_admin(admin, options)
+        return await _record_limits(admin, names)
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+async def _record_limits(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:
+    """Each topic's ``max.message.bytes`` (its own, else the broker's default); none
+    where it cannot be read (e.g. without DescribeConfigs rights)."""
+    if not topics:
+        return {}
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t, {"max.message.bytes": None})
+             for t in topics])
+    except KafkaError as exc:
+        log.warning("Could not read the topics' record size limits; records too large "
+                    "for a topic are found when it refuses them.", error=repr(exc))
+        return {}
+    limits: dict[str, int] = {}
+    for response in responses:
+        for resource in response.resources:  # (error, message, type, name, entries)
+            for entry in resource[4]:  # (name, value, read_only, ...)
+                if entry[0] == "max.message.bytes" and str(entry[1]).isdigit():
+                    limits[resource[3]] = int(entry[1])
+    return limits
+
+
+DEFAULT_RECORD_BYTES = 1_048_588  # Kafka's default message.max.bytes
 
 
 async def partitions(options: dict[str, Any], topic: str) -> list[int]:

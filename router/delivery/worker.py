@@ -69,6 +69,7 @@ Item = tuple[Envelope, dict[str, Any] | bytes | str | None]
 PARK_NOW_S = 30.0  # a server asking for a longer pause than this: park instead of waiting
 STALL_FACTOR = 3.0  # a send this many times its usual duration (and over stall_s) is a stall
 STALL_RECHECK_S = 0.1  # while stalled: how often waiting batches are turned away
+WARN_EVERY_S = 30.0  # a failing destination's warning, at most this often per kind
 
 
 class Lane:
@@ -122,6 +123,8 @@ class Worker:
         self.stall_timer: asyncio.TimerHandle | None = None  # the next _check_stall
         self.paused = False
         self.tasks: set[asyncio.Task[None]] = set()
+        # failures not yet in a warning, per kind: [events, the last reason, last warned]
+        self.failures: dict[str, list[Any]] = {}
 
     # -- intake (hot path) ------------------------------------------------------------
     def submit(self, env: Envelope, event: dict[str, Any] | None) -> None:
@@ -366,9 +369,12 @@ class Worker:
                 await self.outbox.dead_letter(rejected, self.name)
                 stats.rejected += len(rejected)
                 stats.dead_lettered += len(rejected)
+                self._warn("refused by the destination: dead-lettered", len(rejected),
+                           rejected[-1][1])
             self.circuit.record(ok=not retry or delivered > 0)
             if not retry:
                 return
+            self._warn("failed: retried or parked", len(retry), reason)
             attempt += 1
             delay = after_s if after_s is not None else self.backoff(attempt)
             if (attempt > self.cfg.delivery.inline_retries or delay > PARK_NOW_S
@@ -386,6 +392,19 @@ class Worker:
             stats.retried += len(retry)
             await asyncio.sleep(delay)
             pending = retry
+
+    def _warn(self, what: str, events: int, reason: str) -> None:
+        """Log that events failed here, at most every WARN_EVERY_S per kind of failure,
+        with how many failed since the last such line and the latest reason (metrics
+        count every one; the log says that something is wrong, and why)."""
+        entry = self.failures.setdefault(what, [0, "", -WARN_EVERY_S])
+        entry[0] += events
+        entry[1] = reason
+        now = time.monotonic()
+        if now - entry[2] >= WARN_EVERY_S:
+            log.warning(f"Delivery {what}.", destination=self.name, events=entry[0],
+                        reason=reason[:300])
+            entry[0], entry[2] = 0, now
 
     async def _spill(self, batch: list[Item]) -> None:
         await self._park(batch, "backlog: the destination is slower than the stream",
@@ -447,14 +466,22 @@ class Worker:
             self._stamp([env for env, _ in expired], attempts, failed_at)
             await self.outbox.dead_letter(expired, self.name)
             self.stats.dead_lettered += len(expired)
+            self._warn("given up after max_retry_age_s: dead-lettered", len(expired), error)
         if parked:
             envs = [env for env, _ in parked]
             self._stamp(envs, attempts, failed_at)
             wait = after_s if after_s is not None else self.park_delay(envs[0].attempts)
             offsets = await self.outbox.park(envs, self.name, error, now + wait)
-            self.stats.parked += len(parked)
+            kept = [(item, offset) for item, offset in zip(parked, offsets, strict=True)
+                    if offset >= 0]  # -1: too large for the retry topic, dead-lettered
+            self.stats.parked += len(kept)
+            self.stats.dead_lettered += len(parked) - len(kept)
             if self.order is not None:
-                self.order.parked(parked, offsets, failed=not moved)
+                if len(kept) < len(parked):  # reached its final fate: holds no user
+                    self.order.settled([item for item, offset in
+                                        zip(parked, offsets, strict=True) if offset < 0])
+                self.order.parked([item for item, _ in kept], [o for _, o in kept],
+                                  failed=not moved)
 
     async def drain(self, timeout_s: float) -> bool:
         """Flush every buffer and wait for in-flight batches; True if all finished."""
