@@ -74,6 +74,8 @@ def load_attr(path: str) -> Any:
 def _init(factory: Any, settings: Any, parent: int, log_level: int) -> None:
     global _loader
     _die_with_parent(parent)
+    # Ctrl-C reaches the whole process group; the router decides when loading stops
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_stdlib(log_level)  # the loader's warnings as JSON lines, as the router's
     with contextlib.suppress(OSError):  # bulk work yields the CPU to the router's event loop
         os.nice(CHILD_NICENESS)

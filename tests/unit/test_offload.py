@@ -174,6 +174,21 @@ async def test_the_child_yields_the_cpu_to_the_router() -> None:
         await sender.close()
 
 
+async def test_the_child_leaves_ctrl_c_to_the_router() -> None:
+    # A terminal's Ctrl-C signals the whole process group: the router drains, waiting for
+    # the load in progress, which must not die of it (a traceback in the log, a batch
+    # loaded again by the next start).
+    sender = ProcessSender(Probe, {"report": "pid"})
+    try:
+        [got] = await sender.send([{}])
+        os.kill(int(got.reason), signal.SIGINT)  # type: ignore[union-attr]
+        await asyncio.sleep(0.3)
+        [again] = await sender.send([{}])
+        assert again.reason == got.reason  # type: ignore[union-attr]  # the same child
+    finally:
+        await sender.close()
+
+
 PARENT = """
 import asyncio, os, sys, time
 import pytest
