@@ -144,6 +144,7 @@ class Outbox:
         ``producer.send`` costs ~25 µs of Python per record, and a park is often
         thousands of them at once (a dead or stalled destination)."""
         offsets = [-1] * len(writes)
+        sizes = [_size(write) for write in writes]
         pending = list(range(len(writes)))
         alone: set[int] = set()  # in a batch refused as too large: now one per batch
         too_large: list[int] = []
@@ -159,15 +160,15 @@ class Outbox:
                 # unknown (no DescribeConfigs rights): Kafka's default, which a topic
                 # allowing larger records was most likely not created with
                 room = self.limits.get(topic, DEFAULT_RECORD_BYTES) - BATCH_OVERHEAD
-                fits = [i for i in indices if _size(writes[i]) <= room]
-                too_large += [i for i in indices if _size(writes[i]) > room]
+                fits = [i for i in indices if sizes[i] <= room]
+                too_large += [i for i in indices if sizes[i] > room]
                 indices = fits
                 while indices:
                     batch = self.producer.create_batch()
                     taken = used = 0
                     for i in indices:
                         env, _, headers, value = writes[i]
-                        used += _size(writes[i])
+                        used += sizes[i]
                         if (taken and (i in alone or used > room)) or batch.append(
                                 timestamp=None, key=env.key, value=value,
                                 headers=headers) is None:
@@ -235,8 +236,8 @@ class Outbox:
 def _size(write: Write) -> int:
     """A record's size in a record batch, from above (varints counted at their widest)."""
     env, _, headers, value = write
-    return (RECORD_OVERHEAD + len(value or b"") + len(env.key or b"")
-            + sum(len(k) + len(v) + 10 for k, v in headers))
+    return (RECORD_OVERHEAD + len(value or b"") + len(env.key or b"") + 10 * len(headers)
+            + sum([len(k) + len(v) for k, v in headers]))
 
 
 def _without_value(write: Write) -> Write:
