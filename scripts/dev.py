@@ -44,13 +44,27 @@ class Sink:
         return web.json_response({"ok": True})
 
 
-async def start_sink(sink: Sink) -> web.AppRunner:
+async def start_sink(sink: Sink) -> tuple[web.AppRunner, int]:
+    """Serve the sink on SINK_PORT, or on a free port when that one is taken; the router's
+    config finds it through WEBHOOK_URL (set here unless the user set it)."""
     app = web.Application()
     app.router.add_post("/events", sink.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", SINK_PORT).start()
-    return runner
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", SINK_PORT)
+        await site.start()
+    except OSError:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    os.environ.setdefault("WEBHOOK_URL", f"http://127.0.0.1:{port}/events")
+    return runner, port
+
+
+def log_tail(lines: int = 15) -> str:
+    text = (ROOT / "data" / "router.log").read_text(errors="replace").splitlines()
+    return "\n".join(text[-lines:])
 
 
 def start_kafka() -> str:
@@ -74,11 +88,11 @@ async def main(events: int, once: bool) -> int:
     print("• starting the local Kafka (first run fetches its jars from Maven Central)…")
     bootstrap = await asyncio.to_thread(start_kafka)
     os.environ["KAFKA_BOOTSTRAP"] = bootstrap
+    sink = Sink()
+    runner, port = await start_sink(sink)
     config = load("config/router.yaml")
     listen = config.server.listen
-    sink = Sink()
-    runner = await start_sink(sink)
-    print(f"• Kafka on {bootstrap}; webhook sink on 127.0.0.1:{SINK_PORT}")
+    print(f"• Kafka on {bootstrap}; webhook sink on 127.0.0.1:{port}")
     router = subprocess.Popen([sys.executable, "-m", "router.cli", "run", "-c",
                                "config/router.yaml"], env=os.environ.copy(),
                               stderr=open(ROOT / "data" / "router.log", "ab"))  # noqa: SIM115
@@ -92,6 +106,10 @@ async def main(events: int, once: bool) -> int:
             if sink.events and time.monotonic() > deadline - 25:
                 break
         await asyncio.sleep(3)
+        if router.poll() is not None:
+            print(f"\nThe router exited (code {router.returncode}); the end of "
+                  f"data/router.log:\n{log_tail()}")
+            return router.returncode or 1
         print(f"\nWhere they arrived (live page: http://{listen}/ui, metrics: /metrics):")
         print(await metrics_summary(listen))
         print(f"\nwebhook sink received {sink.events} events {sink.by_type}")
