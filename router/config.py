@@ -28,7 +28,8 @@ from pydantic_core import PydanticCustomError
 from destinations.base import Connector
 from destinations.registry import REGISTRY
 from router import configfile
-from router.configfile import ConfigError, dotted
+from router.config_errors import describe
+from router.configfile import ConfigError
 from router.stages.fql import FQLSyntaxError, compile_fql
 from router.stages.transforms import TransformStep
 
@@ -94,7 +95,7 @@ class KafkaConfig(Frozen):
 
 
 def field_error(field: str, message: str) -> PydanticCustomError:
-    """A model validator's error reported at one of its fields (``_describe``)."""
+    """A model validator's error reported at one of its fields (``config_errors.describe``)."""
     return PydanticCustomError("field_error", "{message}", {"field": field, "message": message})
 
 
@@ -287,7 +288,7 @@ class Config(Frozen):
     def _unique_names(cls, destinations: list[DestinationBase]) -> list[DestinationBase]:
         seen: dict[str, int] = {}
         for i, dest in enumerate(destinations):
-            if dest.name in seen:  # reported at the second one's name (``_describe``)
+            if dest.name in seen:  # reported at the second one's name (``config_errors.describe``)
                 raise PydanticCustomError(
                     "duplicate_destination_name",
                     "destination name '{name}' is already used by destinations[{first}]",
@@ -304,44 +305,9 @@ def load(path: str | Path, env: dict[str, str] | None = None) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([_describe(err, data, lines) for err in exc.errors()]) from exc
+        raise ConfigError([describe(err, data, lines, Config) for err in exc.errors()]
+                          ) from exc
     return config
-
-
-def _describe(err: Any, data: Any, lines: configfile.Lines) -> str:
-    loc = _strip_tags(tuple(err["loc"]), data)
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "unknown_destination_type":
-        loc = (*loc, "type")
-    elif err["type"] == "duplicate_destination_name":
-        loc = (*loc, err["ctx"]["index"], "name")
-    elif err["type"] == "field_error":
-        loc = (*loc, err["ctx"]["field"])
-    if err["type"] == "extra_forbidden":
-        message = "unknown key (not part of the config contract)"
-    elif err["type"] == "missing":
-        message = "required key is missing"
-    return f"{lines.where(loc)}: {dotted(loc)}: {message}"
-
-
-def _strip_tags(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
-    """Drop the union tags pydantic inserts (e.g. destinations.0.amplitude.settings)."""
-    out: list[Any] = []
-    node = data
-    for part in loc:
-        if isinstance(node, dict) and part not in node and (
-                part in REGISTRY or (out and part == out[-1])):
-            continue  # a union's tag, not a key in the file (transforms[1].rename_events)
-        if isinstance(node, str | int | float | bool):
-            break  # nothing is inside a scalar: a union's tag (transforms[0].python)
-        if (isinstance(part, str) and part.startswith("function-")) or part in ("str", "int"):
-            continue
-        out.append(part)
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            node = None
-    return tuple(out)
 
 
 def json_schema() -> dict[str, Any]:

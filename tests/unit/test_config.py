@@ -209,3 +209,116 @@ def test_reference_names_each_key_as_the_yaml_writes_it(tmp_path: Path) -> None:
                     "destinations:\n  - name: wh\n    type: duckdb\n"
                     "    settings: {path: wh.duckdb, schema: analytics}\n")
     assert load(str(path)).destinations[0].settings.schema_name == "analytics"
+
+
+AMPLITUDE = GOOD.replace("type: webhook", "type: amplitude").replace(
+    "url: http://127.0.0.1:9/events", "api_key: k")
+TOP_KAFKA = "kafka:\n  bootstrap_servers: 127.0.0.1:9092\n  topics: [events]\n"
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    (GOOD + "    consent_catgories: [ads]\n", 9, "destinations[0].consent_catgories: unknown key "
+     "(not part of the config contract); did you mean `consent_categories`?"),
+    (GOOD.replace("  topics:", "  topic: [x]\n  topics:"), 3,
+     "kafka.topic: unknown key (not part of the config contract); did you mean `topics`?"),
+    (GOOD.replace("type: webhook", "type: amplitud"), 6, "destinations[0].type: unknown "
+     "connector; one of amplitude, bigquery, braze, duckdb, ga4, hubspot, mixpanel, postgres, "
+     "posthog, salesforce, webhook; did you mean `amplitude`?"),
+    (GOOD + "    transforms:\n      - drop_field: [a]\n", 10,
+     "destinations[0].transforms[0]: unknown transform step 'drop_field'; expected one of: "
+     "rename_events, drop_fields, allow_fields, hash_fields, set_fields, sample, python; "
+     "did you mean `drop_fields`?"),
+    (GOOD + "    secret: s\n", 9, "destinations[0].secret: unknown key (not part of the "
+     "config contract); it belongs under `settings` (destinations[0].settings.secret)"),
+    (GOOD + "      timeout_s: 5\n", 9, "destinations[0].settings.timeout_s: unknown key (not "
+     "part of the config contract); it belongs under `delivery` "
+     "(destinations[0].delivery.timeout_s)"),
+    (GOOD + "      enabled: false\n", 9, "destinations[0].settings.enabled: unknown key (not "
+     "part of the config contract); it belongs one level up (destinations[0].enabled)"),
+    (GOOD + "group_id: x\n", 9, "group_id: unknown key (not part of the config contract); "
+     "it belongs under `kafka` (kafka.group_id)"),
+    (GOOD + "    url: http://x\n", 9, "destinations[0].url: unknown key (not part of the config "
+     "contract)"),
+], ids=["key typo", "kafka key typo", "connector typo", "transform typo", "key above settings",
+        "delivery key in settings", "destination key in settings", "kafka key at the top",
+        "already in its place: no guess"])
+def test_an_unknown_key_or_name_suggests_the_real_one(tmp_path: Path, text: str, line: int,
+                                                      message: str) -> None:
+    path = tmp_path / "router.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    [problem] = info.value.problems
+    assert problem == f"{path}:{line}: {message}"
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    (GOOD.replace("    type: webhook\n", ""), 5, "destinations[0].type: required key `type` is "
+     "missing; it names the connector, one of: amplitude, bigquery, braze, duckdb, ga4, "
+     "hubspot, mixpanel, postgres, posthog, salesforce, webhook"),
+    (GOOD.replace("type: webhook", "typ: webhook"), 5, "destinations[0].type: required key "
+     "`type` is missing (is `typ` a misspelling of it?); it names the connector, one of: "),
+    (GOOD.replace("type: webhook", "type:"), 6, "destinations[0].type: required key `type` is "
+     "empty; it names the connector, one of: "),
+    (GOOD.replace(TOP_KAFKA, "kafka: 3\n"), 1,
+     "kafka: expected a mapping (indented `key: value` lines), got a number"),
+    (GOOD.replace(TOP_KAFKA, "kafka:\n"), 1, "kafka: expected a mapping (indented `key: value` "
+     "lines), got an empty value (nothing after the ':')"),
+    ("destinations: {a: 1}\n", 1, "destinations: expected a list of destinations (each one "
+     "starts with `- name:`), got a mapping"),
+    ("destinations: [hook]\n", 1, "destinations[0]: expected a mapping (a destination's name, "
+     "type and settings), got a string"),
+    ("- kafka\n", 1, "(top level): expected a mapping of sections (kafka:, destinations:, ...) "
+     "at the top of the file, got a list"),
+    (GOOD.replace("topics: [events]", "topics: events"), 3, "kafka.topics: expected a list "
+     "([a, b], or one `- item` line each), got a string; write [events]"),
+    (GOOD.replace("topics: [events]", "topics: []"), 3,
+     "kafka.topics: the list needs at least 1 item, got an empty list"),
+    (GOOD.replace("topics: [events]", "topics: [events]\n  group_id:"), 4, "kafka.group_id: "
+     "Input should be a valid string, got an empty value (nothing after the ':')"),
+    (GOOD + "    delivery: {concurrency: lots}\n", 9, "destinations[0].delivery.concurrency: "
+     "Input should be a valid integer, unable to parse string as an integer (got 'lots')"),
+    (GOOD + "    delivery: {timeout_s: 10s}\n", 9, "destinations[0].delivery.timeout_s: Input "
+     "should be a valid number, unable to parse string as a number (got '10s'); write a plain "
+     "number of seconds (the key's suffix gives the unit)"),
+    (GOOD + "    delivery: {timeout_s: -1}\n", 9,
+     "destinations[0].delivery.timeout_s: Input should be greater than 0 (got -1)"),
+    (GOOD + "    enabled: maybe\n", 9, "destinations[0].enabled: Input should be a valid "
+     "boolean, unable to interpret input (got 'maybe'); write true or false"),
+    (GOOD + "log_level: INFO\n", 9, "log_level: Input should be 'debug', 'info', 'warning' or "
+     "'error' (got 'INFO'); did you mean `info`?"),
+    (GOOD.replace("name: hook", "name: Hook One"), 5, "destinations[0].name: String should "
+     "match pattern '^[a-z0-9][a-z0-9_-]{0,62}$' (got 'Hook One'); use lowercase letters, "
+     "digits, `_` and `-`, starting with a letter or digit, at most 63 characters"),
+], ids=["no type", "misspelt type", "empty type", "kafka: 3", "empty kafka",
+        "destinations as a mapping", "destination as a string", "a list at the top",
+        "topics as a string", "no topics", "empty value", "string for a number",
+        "a unit in the value", "negative timeout", "not a boolean", "level in capitals",
+        "bad name"])
+def test_a_slip_of_shape_or_value_says_what_to_write(tmp_path: Path, text: str, line: int,
+                                                      message: str) -> None:
+    """No pydantic class names ("instance of KafkaConfig"); what was given and what to write."""
+    path = tmp_path / "router.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    [problem] = info.value.problems
+    assert problem.startswith(f"{path}:{line}: {message}"), problem
+    assert "instance of" not in problem
+
+
+@pytest.mark.parametrize("text", [
+    GOOD.replace("topics: [events]", "topics: [events]\n  security_protocol: SASL_SSL\n"
+                 "  sasl_mechanism: PLAIN\n  sasl_plain_username: u\n"
+                 "  sasl_plain_password: 1234567"),
+    GOOD + "server: {admin_token: 1234567}\n",
+    AMPLITUDE.replace("api_key: k", "api_key: 1234567"),
+    GOOD.replace("url: http://127.0.0.1:9/events", "url: http://u:1234567@x/e\n"
+                 "      timeout_s: http://u:1234567@x/e"),
+], ids=["kafka password", "admin token", "connector secret", "string in settings"])
+def test_a_bad_value_is_not_echoed_where_it_may_be_a_secret(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "router.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.problems and "1234567" not in str(info.value)
