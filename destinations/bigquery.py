@@ -4,9 +4,12 @@ The rows are the ones PostgreSQL gets (``router.warehouse``): ``tracks`` and a t
 track event, ``identifies``, ``users``, ``pages``, ``screens``, ``groups``, ``aliases``;
 one ``insertAll`` request per table with ``insertId`` = ``messageId`` (BigQuery's
 best-effort de-duplication) and ``skipInvalidRows`` so that one bad row does not stop
-the others. The tables must exist (this connector runs no DDL); a row BigQuery refuses
-is rejected alone with BigQuery's reason. ``users`` rows are appended (BigQuery has no
-upsert on streaming inserts; Segment's BigQuery users table has the same duplicates).
+the others. Rows also get ``loaded_at`` (the load time; Segment's BigQuery-only column,
+which its de-duplicating ``_view`` orders by) and event times as BigQuery TIMESTAMP text
+(``+0000`` or nanoseconds, which BigQuery does not parse, become UTC, 6 decimals at
+most). The tables must exist (no DDL); a row BigQuery refuses is rejected alone with its
+reason. ``users`` rows are appended (no upsert on streaming inserts; Segment's BigQuery
+users table has the same duplicates).
 
 Auth: a service-account key signs an RS256 JWT (``iss`` = client_email, ``scope`` =
 bigquery.insertdata, ``aud`` = the token URL) exchanged for an access token with the
@@ -19,6 +22,7 @@ that a table's rows are cut into requests of at most 10 MB exactly.
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,14 +47,22 @@ from destinations.base import (
     json_object,
 )
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Retry, Split
-from router.warehouse import batch_rows
+from router.events import parse_time
+from router.warehouse import Row, batch_rows
 
 SCOPE = "https://www.googleapis.com/auth/bigquery.insertdata"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 MAX_REQUEST_BYTES = 10_000_000  # "Maximum HTTP request size: 10 MB"
 MAX_ROWS = 50_000  # "Maximum rows per request: 50,000"
-RETRY_ROW_REASONS = frozenset(("stopped", "timeout", "backendError", "internalError"))
+# per-row reasons that are not the row's fault: "stopped" rows were refused only because
+# another row was invalid; the rest are BigQuery's transient errors and quotas
+RETRY_ROW_REASONS = frozenset(("stopped", "timeout", "backendError", "internalError",
+                               "rateLimitExceeded", "quotaExceeded"))
 RETRY_403_REASONS = frozenset(("rateLimitExceeded", "quotaExceeded"))
+QUOTA_WAIT_S = 600.0  # quotaExceeded is a longer-term limit: "wait 10 minutes or longer"
+TIME_COLUMNS = ("timestamp", "sent_at", "received_at", "original_timestamp")
+# BigQuery's TIMESTAMP text (canonical form, at most 6 decimals, Z or +HH:MM), kept as is
+CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
 
 
 class Settings(ConnectorSettings):
@@ -97,7 +109,8 @@ def service_account(settings: Settings) -> dict[str, Any]:
 
 
 def encode(events: list[Event], settings: Settings) -> Encoded:
-    tables, rejected = batch_rows(events, datetime.now(UTC), settings.event_tables)
+    now = datetime.now(UTC)
+    tables, rejected = batch_rows(events, now, settings.event_tables)
     head = array_head({"kind": "bigquery#tableDataInsertAllRequest", "skipInvalidRows": True,
                        "ignoreUnknownValues": settings.ignore_unknown_values}, "rows")
     base = f"{settings.endpoint.rstrip('/')}/projects/{settings.project}/datasets/" \
@@ -109,6 +122,7 @@ def encode(events: list[Event], settings: Settings) -> Encoded:
         positions: list[int] = []
         size = 0
         for position, row in rows:
+            _for_bigquery(row, now)
             item = orjson.dumps({"insertId": events[position]["messageId"], "json": row})
             if len(item) > budget:
                 encoded.rejected[position] = (f"the {table} row is {len(item)} bytes, over "
@@ -123,6 +137,19 @@ def encode(events: list[Event], settings: Settings) -> Encoded:
         if items:
             encoded.requests.append(_request(base + table, head, items, positions))
     return encoded
+
+
+def _for_bigquery(row: Row, loaded_at: datetime) -> None:
+    """Segment's BigQuery-only ``loaded_at`` and TIMESTAMP text BigQuery parses, in place
+    (a row may be in two tables: this is idempotent)."""
+    row["loaded_at"] = loaded_at
+    for name in TIME_COLUMNS:
+        value = row.get(name)
+        if type(value) is str and not CANONICAL_TIME.fullmatch(value):
+            parsed = parse_time(value)  # decode let only ISO-8601 times through
+            if parsed is not None:
+                row[name] = parsed.astimezone(UTC).isoformat(
+                    timespec="microseconds").replace("+00:00", "Z")
 
 
 def _request(url: str, head: bytes, items: list[bytes], positions: list[int]) -> Request:
@@ -148,11 +175,16 @@ def classify(response: Response, request: Request) -> Outcome:
     if status == 401:
         return Retry(f"HTTP 401 {reason}: {message}", reauth=True)
     if status == 403 and reason in RETRY_403_REASONS:
-        return Retry(f"HTTP 403 {reason}: {message}")
+        return Retry(f"HTTP 403 {reason}: {message}",
+                     QUOTA_WAIT_S if reason == "quotaExceeded" else None)
     if status == 404:
         return Rejected(f"HTTP 404 {reason}: {message} (create the table first)")
     if status == 413:
-        return Split(f"HTTP 413: {message}")
+        # encode keeps requests under 10 MB, and Google documents a 413 for the legacy
+        # streaming API's throughput quota too: one row is retried, not dead-lettered
+        if len(request.events) > 1:
+            return Split(f"HTTP 413: {message}")
+        return Retry(f"HTTP 413: {message}")
     return classify_http(response, request)
 
 
@@ -207,7 +239,10 @@ CONNECTOR = Connector(
     docs="""Streams Segment's warehouse schema into existing tables with `insertAll`: one
 request per table (`tracks`, `<event>`, `identifies`, `users`, `pages`, `screens`,
 `groups`, `aliases`); `insertId` = `messageId` for BigQuery's best-effort de-duplication;
-`skipInvalidRows`, so a row BigQuery refuses is rejected alone with its reason. A missing
-table rejects the rows sent to it (404). `users` rows are appended, not upserted. Service
-account JWT auth (scope `bigquery.insertdata`). See docs/warehouses.md.""",
+`skipInvalidRows`, so a row BigQuery refuses is rejected alone with its reason (`stopped`
+and transient row errors are retried). Rows also get `loaded_at` (Segment's BigQuery
+column: the load time); event times are sent as BigQuery TIMESTAMP text. A missing table
+rejects the rows sent to it (404); `quotaExceeded` waits 10 minutes. `users` rows are
+appended, not upserted. Service account JWT auth (scope `bigquery.insertdata`).
+See docs/warehouses.md.""",
 )

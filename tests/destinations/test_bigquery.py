@@ -137,6 +137,28 @@ def test_full_track_flattens_properties_and_context() -> None:
                    for r in encode(FULL, settings(event_tables=False)).requests)
 
 
+def test_rows_get_loaded_at_and_times_bigquery_parses() -> None:
+    """Segment's BigQuery tables have `loaded_at` (BigQuery only; its `_view` de-duplicates
+    by it), and a TIMESTAMP must be BigQuery's canonical text (at most 6 decimals, `Z` or
+    `+HH:MM`): valid ISO-8601 times the router accepts but BigQuery would not parse are
+    rewritten in UTC, canonical ones are sent as they came."""
+    event = {"type": "track", "event": "Order Completed", "userId": "u", "messageId": "m",
+             "timestamp": "2026-11-20T10:00:00.123456789Z",
+             "sentAt": "2026-11-20T12:00:01+0200", "originalTimestamp": "20261120T100000Z",
+             "receivedAt": "2026-11-20 10:00:02.5+01:00", "properties": {"total": 1}}
+    encoded = encode([event], settings())
+    for request in encoded.requests:
+        [row] = body(request)["rows"]
+        data = row["json"]
+        assert data["loaded_at"] == data["uuid_ts"]
+        assert (data["timestamp"], data["sent_at"], data["original_timestamp"],
+                data["received_at"]) == (
+            "2026-11-20T10:00:00.123456Z", "2026-11-20T10:00:01.000000Z",
+            "2026-11-20T10:00:00.000000Z", "2026-11-20 10:00:02.5+01:00")
+    [identify] = body(encode([MINIMAL[1]], settings()).requests[0])["rows"]
+    assert "loaded_at" in identify["json"]
+
+
 def test_requests_stay_under_ten_megabytes() -> None:
     events = [{"type": "track", "event": "Blob", "userId": "u", "messageId": f"m{i}",
                "timestamp": "2026-11-20T10:00:00Z", "properties": {"data": "x" * 30_000}}
@@ -166,7 +188,12 @@ REQUEST = Request(f"{API}/tracks/insertAll", b"{}", [7, 8, 9])
      Partial(retry={0: "stopped:", 2: "backendError: x"})),
     (401, google_error(401, "unauthorized"), Retry("HTTP 401 unauthorized: m", reauth=True)),
     (403, google_error(403, "rateLimitExceeded"), Retry("HTTP 403 rateLimitExceeded: m")),
-    (403, google_error(403, "quotaExceeded"), Retry("HTTP 403 quotaExceeded: m")),
+    # quotaExceeded: "wait 10 minutes or longer before trying the operation again"
+    (403, google_error(403, "quotaExceeded"), Retry("HTTP 403 quotaExceeded: m", 600.0)),
+    (200, {"insertErrors": [{"index": 1, "errors": [{"reason": "quotaExceeded", "message": "q"}]},
+                            {"index": 0, "errors": [{"reason": "invalid", "message": "i"},
+                                                    {"reason": "stopped", "message": ""}]}]},
+     Partial(rejected={0: "invalid: i; stopped:"}, retry={1: "quotaExceeded: q"})),
     (404, google_error(404, "notFound", "Not found: Table acme:segment.tracks"),
      Rejected("HTTP 404 notFound: Not found: Table acme:segment.tracks (create the table "
               "first)")),
@@ -174,6 +201,14 @@ REQUEST = Request(f"{API}/tracks/insertAll", b"{}", [7, 8, 9])
 ])
 def test_classify(status: int, payload: Any, expected: Any) -> None:
     assert classify(response(status, payload), REQUEST) == expected
+
+
+def test_a_413_for_one_row_is_retried_not_dead_lettered() -> None:
+    """Requests are kept under 10 MB, and Google documents a 413 from the legacy streaming
+    API for its throughput quota too: a single row is retried (halving cannot help it)."""
+    one = Request(f"{API}/tracks/insertAll", b"{}", [3])
+    assert classify(response(413, b"Request Entity Too Large"), one) == Retry(
+        "HTTP 413: Request Entity Too Large")
 
 
 @pytest.mark.parametrize(("status", "kind"), [(403, Rejected), (400, Rejected),
@@ -192,7 +227,8 @@ def field(name: str, kind: str = "STRING", mode: str = "NULLABLE") -> dict[str, 
 COMMON = [field("id", mode="REQUIRED"), field("anonymous_id"), field("user_id"),
           field("timestamp", "TIMESTAMP"), field("sent_at", "TIMESTAMP"),
           field("received_at", "TIMESTAMP"), field("original_timestamp", "TIMESTAMP"),
-          field("uuid_ts", "TIMESTAMP"), field("context_ip"), field("context_app_version")]
+          field("uuid_ts", "TIMESTAMP"), field("loaded_at", "TIMESTAMP"), field("context_ip"),
+          field("context_app_version")]
 TRACKS = [*COMMON, field("event"), field("event_text")]
 TABLES = {
     "tracks": TRACKS,
@@ -202,7 +238,8 @@ TABLES = {
     "identifies": [*COMMON, field("email"), field("logins", "INTEGER"),
                    field("created_at", "TIMESTAMP")],
     "users": [field("id", mode="REQUIRED"), field("received_at", "TIMESTAMP"),
-              field("timestamp", "TIMESTAMP"), field("uuid_ts", "TIMESTAMP"), field("email")],
+              field("timestamp", "TIMESTAMP"), field("uuid_ts", "TIMESTAMP"),
+              field("loaded_at", "TIMESTAMP"), field("email")],
     "pages": [*COMMON, field("name"), field("category"), field("title")],
     "groups": [*COMMON, field("group_id"), field("employees", "INTEGER")],
 }
@@ -260,10 +297,10 @@ async def test_e2e_rows_land_in_their_tables_once(fake: BigQueryFake) -> None:
     assert (order["id"], order["total"], order["event"], order["context_ip"]) == (
         "msg-full-order", 63.5, "order_completed", "203.0.113.7")
     assert fake.rows["video_played"][0]["muted"] is False
-    assert fake.rows["users"][0] == {"id": "user-00042", "email": "Ada.Lovelace@example.com",
-                                     "received_at": fake.rows["users"][0]["received_at"],
-                                     "timestamp": "2026-11-20T10:07:00.000Z",
-                                     "uuid_ts": fake.rows["users"][0]["uuid_ts"]}
+    user = fake.rows["users"][0]
+    assert user == {"id": "user-00042", "email": "Ada.Lovelace@example.com",
+                    "received_at": user["received_at"], "timestamp": "2026-11-20T10:07:00.000Z",
+                    "uuid_ts": user["uuid_ts"], "loaded_at": user["uuid_ts"]}
     assert {r["insertId"] for r in fake.received if r["table"] == "tracks"} == {
         "msg-full-order", "msg-full-video"}
     assert await send(fake, FULL) == [DELIVERED] * 5  # redelivery: insertIds de-duplicate
@@ -282,6 +319,21 @@ async def test_e2e_a_row_bigquery_refuses_rejects_only_its_event(fake: BigQueryF
     assert [r["id"] for r in fake.rows["order_completed"]] == ["o0", "o1", "o3"]
 
 
+async def test_e2e_valid_iso_times_bigquery_would_not_parse_load(fake: BigQueryFake) -> None:
+    """`+0000` offsets and nanoseconds pass the router's checks; BigQuery's TIMESTAMP text
+    allows neither: sent as they came, the rows were refused and dead-lettered."""
+    events = [{"type": "track", "event": "Order Completed", "userId": "u", "messageId": "t1",
+               "timestamp": "2026-11-20T10:00:00.123456789Z",
+               "sentAt": "2026-11-20T10:00:01+0000", "properties": {"total": 3}},
+              {"type": "identify", "userId": "u", "messageId": "t2",
+               "timestamp": "20261120T100000Z", "traits": {"email": "u@example.com"}}]
+    assert await send(fake, events) == [DELIVERED, DELIVERED]
+    [order] = fake.rows["order_completed"]
+    assert (order["timestamp"], order["sent_at"]) == ("2026-11-20T10:00:00.123456Z",
+                                                      "2026-11-20T10:00:01.000000Z")
+    assert fake.rows["users"][0]["timestamp"] == "2026-11-20T10:00:00.000000Z"
+
+
 async def test_e2e_unknown_columns_are_ignored_or_rejected(fake: BigQueryFake) -> None:
     event = {"type": "track", "event": "Order Completed", "userId": "u", "messageId": "x",
              "timestamp": "2026-11-20T10:00:00Z", "properties": {"brand_new": 1, "total": 2}}
@@ -298,6 +350,14 @@ async def test_e2e_a_missing_table_rejects_with_a_reason(fake: BigQueryFake) -> 
     assert isinstance(outcome, Rejected)
     assert "Not found: Table acme:segment.signed_up" in outcome.reason
     assert await send(fake, [event], event_tables=False) == [DELIVERED]
+
+
+async def test_e2e_quota_exceeded_waits_ten_minutes(fake: BigQueryFake) -> None:
+    fake.fail_next(403, google_error(403, "quotaExceeded", "Quota exceeded: streaming"),
+                   times=10, path="/bigquery/v2/projects/acme/datasets/segment/tables/tracks/"
+                   "insertAll")
+    [outcome] = await send(fake, MINIMAL[:1], event_tables=False)
+    assert isinstance(outcome, Retry) and outcome.after_s == 600
 
 
 @pytest.mark.parametrize("status", [429, 500, 503])

@@ -19,7 +19,11 @@ limits — streaming inserts", "Troubleshooting errors"):
 - each row's ``json`` is checked against the table's declared schema (``name``, ``type``,
   ``mode``): an unknown field is an error unless ``ignoreUnknownValues``; a value that
   does not convert to the column type, or a missing REQUIRED field, makes the row
-  ``invalid`` (with ``location`` = the field). With ``skipInvalidRows`` the other rows
+  ``invalid`` (with ``location`` = the field). A TIMESTAMP is epoch seconds or text in
+  BigQuery's canonical format (GoogleSQL data types, "Timestamp type"):
+  ``YYYY-[M]M-[D]D[( |T)[H]H:[M]M:[S]S[.F]][time zone]`` with at most six decimals and a
+  zone of ``Z``/``UTC`` or an offset ``+H[H][:MM]``: not ISO-8601's basic or week forms,
+  ``+0000``, or nanoseconds. With ``skipInvalidRows`` the other rows
   are inserted; without it nothing is, and the valid rows are reported ``stopped``;
 - 200 ``{"kind": "bigquery#tableDataInsertAllResponse", "insertErrors": [{"index",
   "errors": [{"reason", "location", "debugInfo", "message"}]}]}`` (no ``insertErrors``
@@ -80,10 +84,16 @@ def _convert_error(value: Any, kind: str) -> str | None:
     return None if ok else f"Cannot convert value to {kind.lower()}: {value!r}"
 
 
+_TIMESTAMP = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):(\d{1,2}):(\d{1,2})"
+                        r"(?:\.\d{1,6})?)?(?: ?(?:Z|UTC|[+-]\d{1,2}(?::\d\d)?))?")
+
+
 def _time(value: str) -> bool:
-    text = value.replace(" UTC", "").replace("Z", "+00:00")
+    match = _TIMESTAMP.fullmatch(value)
+    if match is None:
+        return False
     try:
-        datetime.fromisoformat(text)
+        datetime(*(int(part or 0) for part in match.groups()))  # a real calendar time
     except ValueError:
         return False
     return True
