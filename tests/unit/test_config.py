@@ -244,12 +244,18 @@ TOP_KAFKA = "kafka:\n  bootstrap_servers: 127.0.0.1:9092\n  topics: [events]\n"
         "already in its place: no guess"])
 def test_an_unknown_key_or_name_suggests_the_real_one(tmp_path: Path, text: str, line: int,
                                                       message: str) -> None:
+    path, problem = only_problem(tmp_path, text)
+    assert problem == f"{path}:{line}: {message}"
+
+
+def only_problem(tmp_path: Path, text: str) -> tuple[Path, str]:
+    """The config file written from ``text``, and the one problem ``load`` finds in it."""
     path = tmp_path / "router.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
         load(path)
     [problem] = info.value.problems
-    assert problem == f"{path}:{line}: {message}"
+    return path, problem
 
 
 @pytest.mark.parametrize(("text", "line", "message"), [
@@ -298,11 +304,7 @@ def test_an_unknown_key_or_name_suggests_the_real_one(tmp_path: Path, text: str,
 def test_a_slip_of_shape_or_value_says_what_to_write(tmp_path: Path, text: str, line: int,
                                                       message: str) -> None:
     """No pydantic class names ("instance of KafkaConfig"); what was given and what to write."""
-    path = tmp_path / "router.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as info:
-        load(path)
-    [problem] = info.value.problems
+    path, problem = only_problem(tmp_path, text)
     assert problem.startswith(f"{path}:{line}: {message}"), problem
     assert "instance of" not in problem
 
