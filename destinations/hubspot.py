@@ -68,7 +68,10 @@ def _text(value: Any) -> str | None:  # HubSpot values are strings; objects aren
 def _day(value: Any) -> str | None:
     """ISO-8601 string or epoch ms -> its UTC day: HubSpot refuses a date not at midnight UTC."""
     if isinstance(value, str) and (parsed := parse_time(value)) is not None:
-        return parsed.astimezone(UTC).date().isoformat()
+        try:
+            return parsed.astimezone(UTC).date().isoformat()
+        except OverflowError:  # 0001-01-01T00:00:00+02:00: no UTC day to send
+            return None
     try:  # otherwise a number (or digits): epoch milliseconds, HubSpot's unit
         return None if isinstance(value, bool) else (
             EPOCH + timedelta(milliseconds=float(value))).date().isoformat()

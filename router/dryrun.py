@@ -70,10 +70,10 @@ def evaluate(config: Config, raw: bytes) -> dict[str, Any]:
 
 def _payload(dest: Any, event: dict[str, Any]) -> dict[str, Any]:
     connector = dest.connector
-    if connector.encode is None:
-        preview = connector.preview
-        return {"rows": preview([event], dest.settings) if preview else [event]}
     try:
+        if connector.encode is None:
+            preview = connector.preview
+            return {"rows": preview([event], dest.settings) if preview else [event]}
         encoded = connector.encode([event], dest.settings)
     except Exception as exc:  # as the engine does: that event is rejected, with why
         return {"decision": "rejected", "reason": f"encode failed: {exc!r}"}

@@ -6,8 +6,11 @@ requires and fills two fields every destination relies on:
 - ``messageId``: when absent, derived deterministically from the event's bytes
   (``derived-<sha1>``) so a redelivered copy keeps its id and stays idempotent;
 - ``timestamp``: when absent or null, ``receivedAt - (sentAt - originalTimestamp)`` (Segment's
-  clock-skew correction), else ``originalTimestamp``, else ``receivedAt``, else the
-  Kafka append time.
+  clock-skew correction; ``receivedAt`` when that leaves the calendar), else
+  ``originalTimestamp``, else ``receivedAt``, else the Kafka append time (if it is one).
+
+A time field that is not an ISO-8601 string, or is one outside years 1-9999 once in UTC
+(``0001-01-01T00:00:00+02:00``), makes the event ``Invalid("bad_timestamp")``.
 
 Timestamps stay ISO-8601 strings in the dict; ``parse_time`` turns one into a datetime.
 """
@@ -164,16 +167,40 @@ def _check(event: dict[str, Any]) -> Invalid | None:
         if value is None:
             continue
         try:
-            if type(value) is str and value:
+            # the usual time, in years 2000-2999, is a UTC instant whatever its offset;
+            # this test costs what a type check would (a non-string raises TypeError or
+            # LookupError); anything else takes the full check
+            if value[0] == "2":
                 fromisoformat(value)
                 continue
-        except ValueError:
+        except (ValueError, TypeError, LookupError):
             pass
-        return Invalid("bad_timestamp", f"{name} {value!r} is not an ISO-8601 time")
+        problem = _odd_time(value)
+        if problem:
+            return Invalid("bad_timestamp", f"{name} {value!r} {problem}")
     return None
 
 
 fromisoformat = datetime.fromisoformat
+
+
+def _odd_time(value: Any) -> str | None:
+    """Why a time (outside years 2000-2999) is unusable, or None when it is fine.
+
+    Every destination takes times in UTC (ISO text, epoch ms or µs) and the calendar
+    stops at years 1 and 9999, so e.g. ``0001-01-01T00:00:00+02:00`` (UTC year 0) has no
+    form a destination could be sent: it is a bad timestamp, not a crash later."""
+    if type(value) is not str or not value:
+        return "is not an ISO-8601 time"
+    try:
+        parsed = fromisoformat(value)
+        if parsed.tzinfo is not None:
+            parsed.astimezone(UTC)
+    except ValueError:
+        return "is not an ISO-8601 time"
+    except OverflowError:
+        return "is outside years 1-9999 once in UTC"
+    return None
 
 
 def _infer_timestamp(event: dict[str, Any], append_time_ms: int | None) -> str:
@@ -181,11 +208,20 @@ def _infer_timestamp(event: dict[str, Any], append_time_ms: int | None) -> str:
     sent = parse_time(event.get("sentAt"))
     original = parse_time(event.get("originalTimestamp"))
     if received and sent and original:
-        return iso(received - (sent - original))
+        try:
+            return iso(received - (sent - original))
+        except OverflowError:
+            # a skew of thousands of years (sentAt 9999, originalTimestamp 0001): that
+            # device clock cannot be corrected; receivedAt is the router side's clock,
+            # the one the correction would have expressed the time in
+            return iso(received)
     if original:
         return iso(original)
     if received:
         return iso(received)
-    if append_time_ms:
-        return iso(datetime.fromtimestamp(append_time_ms / 1000, UTC))
+    if append_time_ms is not None and append_time_ms > 0:  # Kafka: -1 is "no timestamp"
+        try:
+            return iso(datetime.fromtimestamp(append_time_ms / 1000, UTC))
+        except (OverflowError, ValueError, OSError):  # a producer's absurd CreateTime
+            pass
     return iso(datetime.now(UTC))

@@ -219,7 +219,12 @@ def batch_rows(events: list[Event], uuid_ts: datetime, event_tables: bool = True
         if not event.get("messageId"):
             rejected[position] = "no messageId: the warehouse primary key `id` needs one"
             continue
-        rows = event_rows(event, uuid_ts, event_tables)
+        try:
+            rows = event_rows(event, uuid_ts, event_tables)
+        except (RecursionError, TypeError, ValueError) as exc:  # nested beyond what
+            rejected[position] = (  # Python or orjson follow (~250 levels): this event only
+                f"cannot be made into rows (nested too deep?): {exc!r}")
+            continue
         if not rows:
             rejected[position] = f"unknown event type {event.get('type')!r}"
         for table, row in rows:

@@ -104,8 +104,15 @@ class HttpSender:
         whole = len(positions) == len(items)
         try:
             encoded = encoder(items if whole else [items[p] for p in positions], self.settings)
-        except Exception as exc:  # an encoder bug must not lose the batch
-            return Encoded(rejected={p: f"encode failed: {exc!r}" for p in positions})
+        except Exception as exc:  # an encoder bug must not lose the batch: halve until the
+            if len(positions) == 1:  # event it fails on is alone, and reject only that one
+                return Encoded(rejected={positions[0]: f"encode failed: {exc!r}"})
+            half = len(positions) // 2
+            first = self._encode(encoder, items, positions[:half])
+            second = self._encode(encoder, items, positions[half:])
+            first.requests += second.requests
+            first.rejected.update(second.rejected)
+            return first
         if not whole:
             for request in encoded.requests:
                 request.events = [positions[i] for i in request.events]

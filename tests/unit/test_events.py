@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router.demo import key_of
-from router.events import Invalid, decode, time_ms
+from router.events import Invalid, decode, parse_time, time_ms
 
 
 def test_timestamp_is_corrected_for_clock_skew() -> None:
@@ -28,6 +28,66 @@ def test_given_timestamp_is_kept_and_append_time_is_the_last_resort() -> None:
     fallback = decode(b'{"type":"page","anonymousId":"a"}', append_time_ms=1_700_000_000_000)
     assert isinstance(fallback, dict) and fallback["timestamp"] == "2023-11-14T22:13:20.000Z"
 
+
+
+# Times at the calendar's edges (found by tests/unit/test_fuzz_intake.py): decode raised
+# OverflowError, or passed on a time no connector could turn into UTC.
+
+def _track(**fields: Any) -> bytes:
+    return orjson.dumps({"type": "track", "event": "E", "userId": "u", **fields})
+
+
+def test_a_clock_skew_beyond_the_calendar_falls_back_to_received_at() -> None:
+    # receivedAt - (sentAt - originalTimestamp) before year 1 or after 9999: a device
+    # clock off by millennia cannot be corrected, so the time is receivedAt (the router
+    # side's clock, the one the correction would have expressed it in)
+    for sent, original in [("9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z"),
+                           ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z")]:
+        event = decode(_track(receivedAt="2024-01-01T00:00:00+01:00", sentAt=sent,
+                              originalTimestamp=original))
+        assert isinstance(event, dict) and event["timestamp"] == "2023-12-31T23:00:00.000Z"
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("timestamp", "0001-01-01T00:00:00+02:00"),  # 0000-12-31T22:00Z
+    ("originalTimestamp", "0001-01-01T00:00:00+02:00"),
+    ("receivedAt", "9999-12-31T23:59:59-02:00"),  # 10000-01-01T01:59:59Z
+    ("sentAt", "9999-12-31T23:59:00-00:01"),
+])
+def test_a_time_beyond_years_1_to_9999_in_utc_is_a_bad_timestamp(field: str, value: str
+                                                                   ) -> None:
+    event = decode(_track(**{field: value}))
+    assert isinstance(event, Invalid) and event.reason == "bad_timestamp"
+    assert event.detail == f"{field} {value!r} is outside years 1-9999 once in UTC"
+
+
+@pytest.mark.parametrize("value", [
+    "0001-01-01T00:00:00Z", "0001-01-01T02:00:00+02:00", "0001-01-01",
+    "9999-12-31T23:59:59.999Z", "9999-12-31T21:59:59-02:00", "0999-12-31T23:59:59-02:00",
+    "1969-12-31T23:59:59.999+01:00", "9000-01-01T00:00:00+14:00", "2026-01-01T00:00:00-23:59",
+])
+def test_times_within_the_calendar_in_utc_are_kept(value: str) -> None:
+    event = decode(_track(timestamp=value))
+    assert isinstance(event, dict) and event["timestamp"] == value
+    parse_time(value).astimezone(UTC)  # type: ignore[union-attr]  # what connectors do
+
+
+@pytest.mark.parametrize("value", ["", "nope", "2026-13-01T00:00:00Z", "99999-01-01",
+                                   "1e999", 1_700_000_000_000, True, [], ["2026-01-01"],
+                                   {}, {"0": "2"}])
+def test_what_is_not_an_iso_time_is_still_a_bad_timestamp(value: object) -> None:
+    event = decode(_track(sentAt=value))
+    assert isinstance(event, Invalid) and event.reason == "bad_timestamp"
+    assert event.detail == f"sentAt {value!r} is not an ISO-8601 time"
+
+
+def test_a_kafka_time_that_is_no_time_is_not_used() -> None:
+    # -1 is Kafka's "no timestamp"; a producer may set any CreateTime, even past 9999
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    for append_ms in (-1, 2**62, 10**17):
+        event = decode(_track(), append_ms)
+        assert isinstance(event, dict)
+        assert parse_time(event["timestamp"]) > before  # type: ignore[operator]
 
 def test_missing_message_id_is_derived_deterministically() -> None:
     raw = b'{"type":"identify","userId":"u1"}'
