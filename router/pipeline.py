@@ -23,7 +23,9 @@ from router.stages.dedupe import Dedupe
 from router.stages.route import compile_route
 from router.stages.suppression import Suppression
 from router.stages.tracking_plan import Blocked, TrackingPlan
-from router.telemetry import DestinationStats, Stats
+from router.telemetry import DestinationStats, Stats, logger
+
+log = logger("router.pipeline")
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Pipeline:
         # upstream duplicate: it must not be deduped, or its offset could be committed
         # while the first copy is still in flight.
         self.fetched: dict[Any, int] = {}
+        self.crashes: set[type[BaseException]] = set()  # kinds of internal error logged
 
     def intake(self, tp: Any, records: list[Any]) -> None:
         if not records:
@@ -91,55 +94,72 @@ class Pipeline:
         for record in records:
             env = Envelope(record.value, topic, partition, record.offset, record.timestamp,
                            record.key, chunk, tracker)
-            event = parse(record.value, max_bytes)
-            if type(event) is Invalid:
-                stats.invalid[event.reason] += 1
-                env.pending = 1
-                dead.append((env, f"{event.reason}: {event.detail}"))
-                continue
-            assert isinstance(event, dict)
-            # exact: the record's bytes are this event, so raw-taking senders are given
-            # None and send env.raw (the dict is then not kept while they batch)
-            exact = not complete(event, record.value, record.timestamp)
-            if not exact and event["messageId"].startswith("derived-"):
-                stats.derived_message_ids += 1
-            if suppression is not None and suppression.suppressed(event):
-                self._drop(env, "suppressed")
-                continue
-            if (dedupe is not None and record.offset > refetched_upto
-                    and dedupe.seen(event["messageId"], now)):
-                self._drop(env, "duplicate")
-                continue
-            if plan is not None:
-                checked = plan.check(event)
-                if isinstance(checked, Blocked):
-                    self._count_drop("tracking_plan")
+            owed = 0  # deliveries handed over so far (routing may fail midway)
+            try:
+                event = parse(record.value, max_bytes)
+                if type(event) is Invalid:
+                    stats.invalid[event.reason] += 1
                     env.pending = 1
-                    dead.append((env, f"tracking_plan: {checked.reason}"))
+                    dead.append((env, f"{event.reason}: {event.detail}"))
                     continue
-                exact = exact and checked is event
-                event = checked
-            owed = 0  # route to every destination; each batch is handed over per fetch
-            for i in targets:
-                routed = routes[i](event)
-                if type(routed) is str:
-                    filtered[i][routed] += 1
+                assert isinstance(event, dict)
+                # exact: the record's bytes are this event, so raw-taking senders are given
+                # None and send env.raw (the dict is then not kept while they batch)
+                exact = not complete(event, record.value, record.timestamp)
+                if not exact and event["messageId"].startswith("derived-"):
+                    stats.derived_message_ids += 1
+                if suppression is not None and suppression.suppressed(event):
+                    self._drop(env, "suppressed")
+                    continue
+                if (dedupe is not None and record.offset > refetched_upto
+                        and dedupe.seen(event["messageId"], now)):
+                    self._drop(env, "duplicate")
+                    continue
+                if plan is not None:
+                    checked = plan.check(event)
+                    if isinstance(checked, Blocked):
+                        self._count_drop("tracking_plan")
+                        env.pending = 1
+                        dead.append((env, f"tracking_plan: {checked.reason}"))
+                        continue
+                    exact = exact and checked is event
+                    event = checked
+                for i in targets:  # each destination's batch is handed over per fetch
+                    routed = routes[i](event)
+                    if type(routed) is str:
+                        filtered[i][routed] += 1
+                    else:
+                        prepare = prepares[i]
+                        batches[i].append((env, prepare(routed) if prepare is not None else
+                                           None if exact and routed is event and raw_only[i]
+                                           else routed))
+                        owed += 1
+                if owed:
+                    env.pending = owed
                 else:
-                    prepare = prepares[i]
-                    batches[i].append((env, prepare(routed) if prepare is not None else
-                                       None if exact and routed is event and raw_only[i]
-                                       else routed))
-                    owed += 1
-            if owed:
-                env.pending = owed
-            else:
-                self._settle_now(env)
+                    self._settle_now(env)
+            except Exception as exc:  # a bug must not stop the partition (and crash-loop
+                # the router on this record at every start): it is dead-lettered instead
+                self._poisoned(env, owed, exc, dead)
         for dest, batch in zip(destinations, batches, strict=True):
             if batch:
                 dest.stats.routed += len(batch)
                 dest.worker.submit_many(batch)
         if dead:
             self._spawn(self.outbox.dead_letter(dead))
+
+    def _poisoned(self, env: Envelope, owed: int, exc: Exception,
+                  dead: list[tuple[Envelope, str]]) -> None:
+        """A record the engine failed on: dead-lettered (``internal_error``) besides the
+        deliveries it was already handed to, logged once per kind of error."""
+        self.stats.invalid["internal_error"] += 1
+        env.pending = owed + 1
+        dead.append((env, f"internal_error: {exc!r}"))
+        if type(exc) not in self.crashes:
+            self.crashes.add(type(exc))
+            log.exception("An event made the router fail; it is dead-lettered "
+                          "(internal_error). Please report this.", offset=env.offset,
+                          partition=env.partition)
 
     def _drop(self, env: Envelope, reason: str) -> None:
         self._count_drop(reason)

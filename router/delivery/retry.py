@@ -21,7 +21,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from router.events import Invalid, decode
 from router.offsets import Envelope, Tracker
-from router.telemetry import DestinationStats
+from router.telemetry import DestinationStats, logger
+
+log = logger("router.retry")
 
 ORIGIN_HEADERS = ("source_topic", "source_partition", "source_offset", "source_timestamp")
 
@@ -84,18 +86,27 @@ class RetryDriver:
             env.first_failure_at = number(headers, "first_failure_at", 0.0) or now
             env.origin = [(k, headers[k].encode()) for k in ORIGIN_HEADERS if k in headers]
             env.pending = 1
-            event = decode(record.value, appended, self.max_event_bytes)
-            if isinstance(event, Invalid):
-                self._spawn(worker.outbox.dead_letter(
-                    [(env, f"{event.reason}: {event.detail}")], dest.cfg.name))
-                self.stats.dead_lettered += 1  # counted as every dead letter is
-                continue
-            routed = dest.route(event)
-            if type(routed) is str:
-                self.stats.filtered[routed] += 1
-                env.settle()
-                continue
-            worker.submit(env, routed)
+            try:
+                event = decode(record.value, appended, self.max_event_bytes)
+                if isinstance(event, Invalid):
+                    self._dead_letter(env, f"{event.reason}: {event.detail}")
+                    continue
+                routed = dest.route(event)
+                if type(routed) is str:
+                    self.stats.filtered[routed] += 1
+                    env.settle()
+                    continue
+                worker.submit(env, routed)
+            except Exception as exc:  # a bug must not stop the retry topic's partition
+                log.exception("A parked event made the router fail; it is dead-lettered "
+                              "(internal_error). Please report this.",
+                              destination=dest.cfg.name)
+                self._dead_letter(env, f"internal_error: {exc!r}")
+
+    def _dead_letter(self, env: Envelope, reason: str) -> None:
+        self._spawn(self.destination.worker.outbox.dead_letter(
+            [(env, reason)], self.destination.cfg.name))
+        self.stats.dead_lettered += 1  # counted as every dead letter is
 
     def _wait(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int,
               delay_s: float) -> None:

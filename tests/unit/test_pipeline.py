@@ -83,3 +83,46 @@ def test_only_events_that_are_still_their_records_bytes_are_passed_on_raw() -> N
     assert ev3 is not None and ev3["messageId"].startswith("derived-")
     assert got["dicts"][0][1] == complete
     assert [env for env, _ in got["dicts"]] == [env1, env2, env3]
+
+
+class DeadLetters:
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    async def dead_letter(self, items: list[tuple[Any, str]],
+                          destination: str | None = None) -> None:
+        for env, reason in items:
+            self.reasons.append(reason)
+            env.settle()
+
+
+async def test_an_event_the_engine_fails_on_is_dead_lettered_not_a_crash() -> None:
+    """A bug that raises on one event (here: the second destination's route) must not
+    stop the partition, or crash-loop the router on that record at every start: the
+    event is dead-lettered (internal_error) besides what it was already handed to, and
+    every other event goes on."""
+    import asyncio
+
+    config = Config.model_validate({"destinations": [
+        {"name": name, "type": "webhook", "settings": {"url": "http://127.0.0.1:9/x"}}
+        for name in ("first", "second")]})
+    stats, tracker, outbox = Stats(), Tracker(), DeadLetters()
+    sinks = {cfg.name: Collect() for cfg in config.destinations}
+    dests = [Destination(cfg, build_route(cfg), sinks[cfg.name], stats.destination(cfg.name))  # type: ignore[arg-type]
+             for cfg in config.destinations]
+    route = dests[1].route
+
+    def failing(event: dict[str, Any]) -> Any:
+        if event["messageId"] == "poison":
+            raise KeyError("a bug")
+        return route(event)
+
+    dests[1].route = failing
+    pipe = Pipeline(config, dests, outbox, stats, tracker)  # type: ignore[arg-type]
+    tp = TopicPartition("t", 0)
+    pipe.intake(tp, records(["a", "poison", "b"], 0))
+    await asyncio.gather(*pipe.background)
+    assert sinks["first"].ids == ["a", "poison", "b"] and sinks["second"].ids == ["a", "b"]
+    assert outbox.reasons == ["internal_error: KeyError('a bug')"]
+    assert stats.invalid["internal_error"] == 1
+    assert tracker.committable() == {tp: 3}  # every record settled: the partition commits
