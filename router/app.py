@@ -171,7 +171,8 @@ class Router:
             limits = await topics.ensure(kafka_options(cfg), [*k.topics, *own],
                                          k.created_topic_partitions,
                                          k.created_topic_replication, sources=list(k.topics),
-                                         min_record_bytes=k.max_event_bytes)
+                                         min_record_bytes=k.max_event_bytes,
+                                         keep=k.dead_letter_topic)
         else:
             limits = await topics.record_limits(kafka_options(cfg), own)
         self.record_limits.update({t: n for t, n in limits.items() if t in own})

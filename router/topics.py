@@ -103,15 +103,17 @@ def _tls_hint(error: ssl.SSLError) -> str:
 
 async def ensure(options: dict[str, Any], names: list[str], partitions: int,
                  replication: int, sources: list[str] | None = None,
-                 min_record_bytes: int = 0) -> dict[str, int]:
+                 min_record_bytes: int = 0, keep: str | None = None) -> dict[str, int]:
     """Create the topics that do not exist yet. Raises ``KafkaConnectionError`` while no
-    broker answers (as ``reach``). Returns each topic's record size limit
-    (``max.message.bytes``) where it could be read.
+    broker answers. Returns each topic's record size limit (``max.message.bytes``) where
+    it could be read.
 
     The router's own topics (those not in ``sources``) are created to take any record
     their sources take (their largest limit; at least ``min_record_bytes``) plus the
     router's headers: a record the source took but the dead-letter or a retry topic
-    refused could not be kept whole."""
+    refused could not be kept whole. ``keep`` (the dead-letter topic) is created with no
+    time limit on its records: a dead letter waits for an operator, who may take longer
+    than the broker's default week."""
     admin = AIOKafkaAdminClient(**options)
     try:
         await start_admin(admin, options)
@@ -126,8 +128,9 @@ async def ensure(options: dict[str, Any], names: list[str], partitions: int,
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another replica won
                 await admin.create_topics([
-                    NewTopic(n, partitions, replication,
-                             topic_configs=configs if n in own else {})
+                    NewTopic(n, partitions, replication, topic_configs=(
+                        {} if n not in own else
+                        {**configs, "retention.ms": "-1"} if n == keep else configs))
                     for n in missing])
         return await _record_limits(admin, names)
     finally:

@@ -165,3 +165,30 @@ async def test_replay_leaves_out_a_dead_letter_kept_without_its_value(
         await producer.stop()
     counts = await replay(Config.model_validate(cfg), dry_run=True)
     assert (counts["replayed"], counts["skipped"]) == (1, 1)
+
+
+async def test_the_router_creates_its_topics_to_keep_what_it_writes(
+        kafka_bootstrap: str) -> None:
+    """Its topics take what the source takes (plus headers), and the dead-letter topic
+    keeps its records until an operator deletes them: a dead letter expiring after the
+    broker's default week would be an event lost."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    topic = await create(kafka_bootstrap, f"large-{uuid.uuid4().hex[:8]}", 3_000_000)
+    cfg = config_dict(kafka_bootstrap, topic, [webhook("hook", "http://127.0.0.1:9/")])
+    async with running(cfg):
+        pass
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        names = [cfg["kafka"]["dead_letter_topic"], f"{topic}.retry.hook"]
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+    finally:
+        await admin.close()
+    configs = {resource[3]: {e[0]: e[1] for e in resource[4]}
+               for resource in response.resources}
+    dlq, retry = (configs[n] for n in names)
+    assert int(dlq["max.message.bytes"]) == int(retry["max.message.bytes"]) > 3_000_000
+    assert dlq["retention.ms"] == "-1"
+    assert retry["retention.ms"] != "-1"  # re-driven records need not stay for ever
