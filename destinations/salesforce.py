@@ -10,28 +10,24 @@ so ``classify`` can map the per-record results back (the API ignores unknown hea
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from destinations import base
 from destinations.base import Connector, ConnectorSettings, Credentials, Encoded, Event, Request
+from destinations.salesforce_map import CONTACT_FIELDS, LEAD_FIELDS
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Retry, Split
 
 MAX_RECORDS = 200  # sObject Collections limit (documented)
 GROUPS = "X-Router-Record-Events"
-RETRYABLE = {"UNABLE_TO_LOCK_ROW"}
-PERSON = {"email": "Email", "firstName": "FirstName", "lastName": "LastName",
-          "phone": "Phone", "title": "Title"}
-LEAD_FIELDS = {**PERSON, "company": "Company", "company.name": "Company", "website": "Website",
-               "address.street": "Street", "address.city": "City", "address.state": "State",
-               "address.postalCode": "PostalCode", "address.country": "Country"}
-CONTACT_FIELDS = {**PERSON, "address.street": "MailingStreet", "address.city": "MailingCity",
-                  "address.state": "MailingState", "address.postalCode": "MailingPostalCode",
-                  "address.country": "MailingCountry"}
+# a locked row, or a record rolled back only because another one failed (allOrNone)
+RETRYABLE = {"UNABLE_TO_LOCK_ROW", "ALL_OR_NONE_OPERATION_ROLLED_BACK"}
 
 
 class Settings(ConnectorSettings):
@@ -42,7 +38,9 @@ class Settings(ConnectorSettings):
         "credentials flow requires the My Domain URL).")
     client_id: str = Field(description="Connected app consumer key.")
     client_secret: SecretStr = Field(description="Connected app consumer secret.")
-    api_version: str = Field("v62.0", description="REST API version, e.g. `v62.0`.")
+    api_version: str = Field("v62.0", description="REST API version, e.g. `v62.0` (`62.0` "
+                             "is read as `v62.0`); at least v46.0, where upserts of sObject "
+                             "Collections begin.")
     token_lifetime_s: int = Field(
         3600, description="Token lifetime when the token response has no `expires_in` "
         "(keep it below the connected app's session timeout).")
@@ -64,6 +62,15 @@ class Settings(ConnectorSettings):
     track_relationship: str | None = Field(
         None, description="Relationship field (e.g. `Who`) linking the track record to the "
         "`sobject` record by its external id.")
+
+    @field_validator("api_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        # the URL takes `vXX.X`; sObject Collections upserts exist from v46.0 on
+        found = re.fullmatch(r"v?(\d+)\.(\d+)", value.strip())
+        if not found or int(found[1]) < 46:
+            raise ValueError(f"{value!r} is not a REST API version of v46.0 or later")
+        return f"v{found[1]}.{found[2]}"
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -142,8 +149,8 @@ async def authenticate(session: aiohttp.ClientSession, settings: Settings) -> Cr
     if resp.status != 200 or "access_token" not in data:
         raise RuntimeError(f"Salesforce token request failed ({resp.status}): "
                            f"{data.get('error')}: {data.get('error_description')}")
-    if data.get("instance_url", settings.instance_url).rstrip("/") != (
-            settings.instance_url.rstrip("/")):
+    if _origin(data.get("instance_url", settings.instance_url)) != _origin(
+            settings.instance_url):
         raise RuntimeError(f"the token is for {data['instance_url']}, but settings."
                            f"instance_url is {settings.instance_url}: set it to that URL")
     lifetime = float(data.get("expires_in") or settings.token_lifetime_s)
@@ -151,8 +158,16 @@ async def authenticate(session: aiohttp.ClientSession, settings: Settings) -> Cr
                        time.time() + lifetime)
 
 
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    """Scheme, host and port: hosts compare case-insensitively, a trailing / is no matter."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    return scheme, parts.hostname, parts.port or {"https": 443, "http": 80}.get(scheme)
+
+
 def _transient(error: dict[str, Any]) -> bool:
-    """A locked row, or a Task whose Lead is still being upserted by a concurrent request."""
+    """A locked row, a record rolled back for another's failure, or a Task whose Lead is
+    still being upserted by a concurrent request."""
     return (error.get("statusCode") in RETRYABLE
             or str(error.get("message", "")).startswith("Foreign key external ID"))
 
@@ -223,17 +238,20 @@ events are rejected, with Salesforce's message.
 **Mapping.** `field_map` (default for Lead: email→Email, firstName→FirstName,
 lastName→LastName, phone, title, company / company.name→Company, website, address.* →
 Street/City/State/PostalCode/Country; Contact: the same without Company, address.* →
-Mailing*). track → with `track_object` (e.g. Task), one inserted record from
-`track_field_map` (event paths) plus `track_values`, optionally linked through
-`track_relationship` (e.g. `Who`) to the sobject by external id; without it track calls
-are rejected. page, screen, group and alias calls are rejected.
+Mailing*; the snake_case names Segment's Salesforce (Actions) mappings read,
+`first_name`, `last_name`, `address.postal_code`, are read too, camelCase winning). track
+→ with `track_object` (e.g. Task), one inserted record from `track_field_map` (event
+paths) plus `track_values`, optionally linked through `track_relationship` (e.g. `Who`)
+to the sobject by external id; without it track calls are rejected. page, screen, group
+and alias calls are rejected.
 
 **Auth and errors.** Client-credentials token from `{login_url or instance_url}/services/
 oauth2/token`; data calls go to `instance_url`, which must equal the token's
-`instance_url`. A 401 (INVALID_SESSION_ID) refreshes the token and retries once.
-Per-record errors reject only their events; UNABLE_TO_LOCK_ROW and a track record's
-"Foreign key external ID … not found" (its Lead not yet upserted) are retried; 403
-REQUEST_LIMIT_EXCEEDED is retried after an hour (the concurrent-request limit, with the
-usual backoff); a 400 for a whole request is split.
+`instance_url` (same scheme, host and port). A 401 (INVALID_SESSION_ID) refreshes the
+token and retries once. Per-record errors reject only their events; UNABLE_TO_LOCK_ROW,
+ALL_OR_NONE_OPERATION_ROLLED_BACK and a track record's "Foreign key external ID … not
+found" (its Lead not yet upserted) are retried; 403 REQUEST_LIMIT_EXCEEDED is retried
+after an hour (the concurrent-request limit, with the usual backoff); a 400 for a whole
+request is split.
 """,
 )

@@ -10,11 +10,13 @@ import aiohttp
 import orjson
 import pytest
 from multidict import CIMultiDict
+from pydantic import ValidationError
 
 from destinations.base import Request, Response
 from destinations.salesforce import CONNECTOR, Settings, authenticate, classify, encode
 from router.delivery.http import HttpSender
 from router.delivery.outcome import DELIVERED, Partial, Rejected, Retry, Split
+from tests.destinations import golden
 from tests.destinations.harness import send_once
 from tests.destinations.samples import FULL, MINIMAL
 from tests.fakes.salesforce import SalesforceFake
@@ -81,6 +83,43 @@ def test_contact_defaults_have_no_company_and_mailing_address() -> None:
                                          "MailingCity": "London"}]
 
 
+def test_snake_case_traits_of_segment_actions_are_read_too() -> None:
+    # Segment's Salesforce (Actions) Lead mapping reads traits.first_name, last_name and
+    # address.postal_code (github.com/segmentio/action-destinations, salesforce/lead);
+    # the spec's camelCase names win when an event carries both
+    snake = identify("u1", first_name="Ann", last_name="Lee", company="Acme",
+                     address={"postal_code": "75001"})
+    both = identify("u2", last_name="snake", lastName="Camel", company="Acme")
+    [request] = encode([snake, both], settings()).requests
+    assert body(request)["records"] == [
+        {"attributes": {"type": "Lead"}, "External_Id__c": "u1", "FirstName": "Ann",
+         "LastName": "Lee", "Company": "Acme", "PostalCode": "75001"},
+        {"attributes": {"type": "Lead"}, "External_Id__c": "u2", "LastName": "Camel",
+         "Company": "Acme"}]
+    [request] = encode([snake], settings(sobject="Contact")).requests
+    assert body(request)["records"][0]["MailingPostalCode"] == "75001"
+
+
+def test_example_config_maps_a_company_given_as_a_string() -> None:
+    # Segment's Actions Lead mapping reads traits.company (a string); the spec allows an
+    # object with a name: the example must not drop either
+    example = golden.example_settings("salesforce")
+    events = [identify("u1", lastName="L", company="Acme"), lead("u2", last_name="Roe")]
+    [request] = encode(events, example).requests
+    assert [(r["Company"], r["LastName"]) for r in body(request)["records"]] == [
+        ("Acme", "L"), ("C", "L")]
+
+
+def test_api_version_is_checked_and_normalised() -> None:
+    # URI /services/data/vXX.X/composite/sobjects/...; upserts there exist from v46.0
+    assert settings(api_version="62.0").api_version == "v62.0"
+    [request] = encode([lead("u1")], settings(api_version=" 61.0")).requests
+    assert request.url.startswith("https://acme.my.salesforce.com/services/data/v61.0/")
+    for bad in ("v45.0", "latest", "v62"):
+        with pytest.raises(ValidationError, match="REST API version"):
+            settings(api_version=bad)
+
+
 def test_missing_identifier_is_rejected_in_encode() -> None:
     encoded = encode([identify(None, email="a@x.io")], settings())
     assert encoded.rejected[0] == ("identify without a userId: Salesforce upserts Lead by "
@@ -139,6 +178,20 @@ def test_classify_per_record_results() -> None:
     assert isinstance(outcome, Partial) and set(outcome.retry) == {1}  # no result for it
 
 
+def test_classify_retries_records_rolled_back_for_another() -> None:
+    # with allOrNone, the valid records fail too, each with ALL_OR_NONE_OPERATION_ROLLED_BACK
+    # (developer.salesforce.com, AllOrNoneHeader): not their fault, so they are retried
+    rolled = {"success": False, "errors": [{"statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                                            "message": "Record rolled back because not all "
+                                            "records were valid", "fields": []}]}
+    bad = {"success": False, "errors": [{"statusCode": "INVALID_EMAIL_ADDRESS",
+                                         "message": "Email: invalid email address: x",
+                                         "fields": ["Email"]}]}
+    outcome = classify(response(200, [rolled, bad, rolled]), Request("u", b"", [0, 1, 2]))
+    assert isinstance(outcome, Partial)
+    assert set(outcome.retry) == {0, 2} and set(outcome.rejected) == {1}
+
+
 def test_classify_statuses() -> None:
     two, one = Request("u", b"", [0, 1]), Request("u", b"", [0])
     expired = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
@@ -189,6 +242,18 @@ async def test_authenticate_issues_a_bearer_token(fake: SalesforceFake) -> None:
                                                  instance_url="https://other.example"))
 
 
+async def test_authenticate_compares_the_token_host_case_insensitively(
+        fake: SalesforceFake) -> None:
+    # the token's instance_url names the same host in another case, with a trailing slash
+    fake.token_instance_url = "https://ACME.my.salesforce.com/"
+    async with aiohttp.ClientSession() as session:
+        credentials = await authenticate(session, settings(login_url=fake.url))
+        assert credentials.headers["Authorization"].startswith("Bearer ")
+        fake.token_instance_url = "https://acme.my.salesforce.com:8443"
+        with pytest.raises(RuntimeError, match="set it to that URL"):
+            await authenticate(session, settings(login_url=fake.url))
+
+
 async def send(fake: SalesforceFake, events: list[dict[str, Any]],
                sender: HttpSender | None = None, **overrides: Any) -> list[Any]:
     return await send_once(CONNECTOR, fake_settings(fake, **overrides), events, sender)
@@ -208,6 +273,14 @@ async def test_e2e_upserts_and_per_record_rejections(fake: SalesforceFake) -> No
     # an update of an existing lead needs no LastName / Company
     assert await send(fake, [identify("u1", title="CTO")]) == [DELIVERED]
     assert fake.records["Lead"]["u1"]["Title"] == "CTO"
+
+
+async def test_e2e_too_long_name_rejects_only_its_event(fake: SalesforceFake) -> None:
+    # Lead LastName is a string(80): longer values fail that record (STRING_TOO_LONG)
+    outcomes = await send(fake, [lead("u1"), identify("u2", lastName="x" * 81, company="C")])
+    assert outcomes[0] is DELIVERED
+    assert isinstance(outcomes[1], Rejected) and "STRING_TOO_LONG" in outcomes[1].reason
+    assert set(fake.records["Lead"]) == {"u1"}
 
 
 async def test_e2e_locked_row_is_retried_only_for_its_event(fake: SalesforceFake) -> None:

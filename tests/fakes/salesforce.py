@@ -7,16 +7,20 @@ Collections", "Status Codes and Error Responses"):
 - token: `POST /services/oauth2/token`, form-encoded `grant_type=client_credentials`,
   `client_id`, `client_secret`; answers `access_token`, `instance_url`, `token_type`,
   `issued_at` (no `expires_in`); bad credentials -> 400 `invalid_client`;
+  `token_instance_url` sets the answer's `instance_url` (default: the fake's own URL);
 - data calls need `Authorization: Bearer <live token>`; an unknown or expired token ->
   401 `[{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]`
   (`expire_tokens()` expires every issued token);
+- the URL's `vXX.X`: upsert through sObject Collections from v46.0, create from v42.0
+  (404 NOT_FOUND below);
 - JSON `{"allOrNone": bool, "records": [...]}` with at most 200 records, each with an
   `attributes.type` (the URL's object for upsert); unknown fields fail the request (400
   INVALID_FIELD); the upsert field must be an External ID field (404 NOT_FOUND otherwise);
 - per record (200 with one result per record, in order): external id value required,
   duplicate external ids in one request refused, required fields on create
   (REQUIRED_FIELD_MISSING: Lead LastName+Company, Contact LastName), email format
-  (INVALID_EMAIL_ADDRESS), relationship references by external id must exist;
+  (INVALID_EMAIL_ADDRESS), FirstName at most 40 and LastName 80 characters
+  (STRING_TOO_LONG), relationship references by external id must exist;
   `allOrNone: true` rolls everything back when one record fails.
 `record_errors[key] = "UNABLE_TO_LOCK_ROW"` makes the record with that external id fail
 once with that code. `received` holds ("upsert"|"create", type, record) items.
@@ -43,6 +47,8 @@ FIELDS = {
 }
 REQUIRED = {"Lead": ("LastName", "Company"), "Contact": ("LastName",), "Task": ()}
 EXTERNAL_IDS = {"Lead": {"External_Id__c"}, "Contact": {"External_Id__c"}, "Task": set()}
+MAX_LENGTH = {"FirstName": 40, "LastName": 80}
+SINCE = {"upsert": 46, "create": 42}  # first API version of each sObject Collections call
 SESSION_INVALID = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
 
 
@@ -57,6 +63,7 @@ class SalesforceFake(FakeServer):
         self.token_requests = 0
         self.records: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in FIELDS}
         self.record_errors: dict[str, str] = {}
+        self.token_instance_url: str | None = None
         self._ids = itertools.count(1)
         super().__init__()
 
@@ -85,14 +92,16 @@ class SalesforceFake(FakeServer):
         token = f"00Dfake!{next(self._ids)}"
         self.tokens.add(token)
         return respond(200, {"access_token": token, "signature": "sig", "scope": "api",
-                             "instance_url": self.url, "id": f"{self.url}/id/00D/005",
+                             "instance_url": self.token_instance_url or self.url,
+                             "id": f"{self.url}/id/00D/005",
                              "token_type": "Bearer", "issued_at": str(int(time.time() * 1000))})
 
-    async def _records(self, request: web.Request) -> list[Any] | web.Response:
+    async def _records(self, request: web.Request, verb: str) -> list[Any] | web.Response:
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer ") or auth[7:] not in self.tokens:
             return respond(401, SESSION_INVALID)
-        if not re.fullmatch(r"v\d+\.\d", request.match_info["version"]):
+        version = re.fullmatch(r"v(\d+)\.\d", request.match_info["version"])
+        if not version or int(version[1]) < SINCE[verb]:
             return respond(404, [{"errorCode": "NOT_FOUND",
                                   "message": "The requested resource does not exist"}])
         if request.content_type != "application/json":
@@ -131,6 +140,10 @@ class SalesforceFake(FakeServer):
         if missing:
             errors.append(_error("REQUIRED_FIELD_MISSING",
                                  f"Required fields are missing: {missing}", missing))
+        for name, limit in MAX_LENGTH.items():
+            if len(str(record.get(name) or "")) > limit:
+                errors.append(_error("STRING_TOO_LONG", f"{name}: data value too large "
+                                     f"(max length={limit})", [name]))
         email = record.get("Email")
         if email is not None and not EMAIL.match(str(email)):
             errors.append(_error("INVALID_EMAIL_ADDRESS", f"Email: invalid email address: "
@@ -158,7 +171,7 @@ class SalesforceFake(FakeServer):
         return respond(200, results)
 
     async def upsert(self, request: web.Request) -> web.Response:
-        parsed = await self._records(request)
+        parsed = await self._records(request, "upsert")
         if isinstance(parsed, web.Response):
             return parsed
         sobject, field = request.match_info["sobject"], request.match_info["field"]
@@ -193,7 +206,7 @@ class SalesforceFake(FakeServer):
         return self._answer(results, writes, all_or_none, "upsert")
 
     async def create(self, request: web.Request) -> web.Response:
-        parsed = await self._records(request)
+        parsed = await self._records(request, "create")
         if isinstance(parsed, web.Response):
             return parsed
         all_or_none, records = parsed[0], parsed[1:]
