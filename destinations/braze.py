@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from pydantic import Field, SecretStr
 
-from destinations import base
+from destinations import base, braze_map
 from destinations.base import (
     Connector,
     ConnectorSettings,
@@ -37,9 +37,6 @@ STANDARD = {"firstName": "first_name", "lastName": "last_name", "email": "email"
 # could update another user (a trait "external_id") or carry two identifiers.
 IDENTITY_KEYS = frozenset(("external_id", "user_alias", "braze_id", "_update_existing_only",
                            "push_token_import"))
-# Braze's event object reserves these property keys ("will result in API errors"); Segment's
-# Braze destination removes them rather than losing the event.
-RESERVED_PROPERTIES = frozenset(("time", "event_name"))
 # Braze's `gender` takes only M, F, O, N or P; the common spellings of a Segment trait.
 GENDERS = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F",
            "w": "F", "o": "O", "other": "O", "n": "N", "not applicable": "N",
@@ -97,28 +94,6 @@ def _attributes(event: Event, settings: Settings) -> dict[str, Any]:
     return {k: v for k, v in found.items() if k not in IDENTITY_KEYS}
 
 
-def _purchases(event: Event, settings: Settings, when: str) -> list[dict[str, Any]] | str:
-    properties = event.get("properties") or {}
-    currency = str(properties.get("currency") or settings.default_currency).upper()
-    found: list[dict[str, Any]] = []
-    for n, product in enumerate(properties.get("products") or []):
-        product_id = product.get("product_id") or product.get("sku")
-        price, quantity = product.get("price"), product.get("quantity", 1)
-        if not product_id or not isinstance(price, int | float) or isinstance(price, bool):
-            return (f"product {n} has no product_id or numeric price: Braze purchases need "
-                    "product_id, currency and price")
-        if not isinstance(quantity, int) or not 1 <= quantity <= 100:
-            return f"product {n} quantity {quantity!r}: Braze takes integers from 1 to 100"
-        extra = {k: v for k, v in product.items()
-                 if k not in ("product_id", "price", "quantity", *RESERVED_PROPERTIES)}
-        if (order_id := properties.get("order_id")) is not None:  # no null property
-            extra["order_id"] = order_id
-        found.append({"product_id": str(product_id), "currency": currency,
-                      "price": price, "quantity": quantity, "time": when,
-                      "properties": extra})
-    return found
-
-
 def _objects(event: Event, settings: Settings) -> tuple[str, list[dict[str, Any]]] | str:
     """The array this event goes to and its objects, or the reason Braze would refuse it."""
     identity = _identity(event, settings)
@@ -133,14 +108,12 @@ def _objects(event: Event, settings: Settings) -> tuple[str, list[dict[str, Any]
         return f"Braze takes identify and track calls, not {kind}: filter with `where`"
     if event["event"] in settings.purchase_events and (event.get("properties") or {}).get(
             "products"):
-        purchases = _purchases(event, settings, when)
+        purchases = braze_map.purchases(event, settings.default_currency, when)
         if isinstance(purchases, str):
             return purchases
         return "purchases", [{**identity, **p} for p in purchases]
-    properties = {k: v for k, v in (event.get("properties") or {}).items()
-                  if k not in RESERVED_PROPERTIES}
     return "events", [{**identity, "name": event["event"], "time": when,
-                       "properties": properties}]
+                       "properties": braze_map.properties(event.get("properties") or {})}]
 
 
 def _group_key(purchase: dict[str, Any]) -> bytes:
@@ -257,11 +230,13 @@ address.country → country, avatar → image_url), `birthday` → `dob` (YYYY-M
 as Braze's code (male → M, female → F, other → O, …), other traits as custom attributes
 unless `custom_attributes: false`; a trait never sets `external_id`, `user_alias` or
 `braze_id`. track → one event object (`name`, `time` ISO-8601 from the event timestamp,
-`properties` without Braze's reserved `time` and `event_name`). Events listed in
-`purchase_events` (default Order Completed) with `properties.products` → one purchase per
-product (`product_id` or `sku`, `price`, `quantity` 1 to 100, `currency` from the event or
-`default_currency`, other product fields and `order_id` as properties); a product without
-product_id or numeric price rejects the event. page, screen, group and alias calls are
+`properties` without the keys Braze refuses: reserved `time` and `event_name`, a leading
+`$`, over 255 characters). Events listed in `purchase_events` (default Order Completed)
+with `properties.products` → one purchase per product (`product_id` or `sku`, `price`,
+`quantity` 1 to 100, `currency` from the product, the event or `default_currency`; as
+properties the product's other fields and the order's properties but `products`, as in
+Segment's Braze destination); a product without product_id or numeric price rejects the
+event. page, screen, group and alias calls are
 rejected (filter them with `where`).
 
 **Errors.** ≤ 75 objects per request. A 201 with `errors` rejects only the named objects'

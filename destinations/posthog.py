@@ -31,6 +31,7 @@ from destinations.base import (
 from router.delivery.outcome import Outcome, Split
 
 MAX_BYTES = 20_000_000  # "the entire request body must be less than 20MB"
+MAX_EVENT_BYTES = 1_000_000  # PostHog discards (after its 200) events over 1 MB
 NAMESPACE = uuid.UUID("8f4cc4e5-3b47-4f6e-9d61-6a1c1d0b7e55")  # never change: breaks dedupe
 CONTEXT = {  # PostHog property <- Segment context path
     "$ip": ("ip",), "$raw_user_agent": ("userAgent",), "$locale": ("locale",),
@@ -57,7 +58,11 @@ class Settings(ConnectorSettings):
 
 def prepare(event: Event, settings: Settings) -> bytes | str:
     """One event's PostHog JSON (an item of the request's `batch`), or why not."""
-    return prepared(_item(event, settings))
+    item = prepared(_item(event, settings))
+    if type(item) is bytes and len(item) > MAX_EVENT_BYTES:
+        return (f"event is {len(item)} bytes as JSON: PostHog discards events over 1 MB "
+                "(while answering 200)")
+    return item
 
 
 def encode_prepared(items: list[bytes | str], settings: Settings) -> Encoded:
@@ -119,6 +124,10 @@ def _item(event: Event, settings: Settings) -> dict[str, Any] | str:
         # previousId, is the alias and the new one, userId, the distinct_id.
         name = "$create_alias"
         props["alias"] = str(event["previousId"])
+    if not props.get("$ip"):
+        # without `$ip` PostHog locates the event at the sender's address (this router's
+        # data centre) and sets that on the person; PostHog's server SDKs send this flag
+        props.setdefault("$geoip_disable", True)
     return {"event": name, "distinct_id": distinct_id, "properties": props,
             "timestamp": event["timestamp"],
             "uuid": str(uuid.uuid5(NAMESPACE, str(event["messageId"])))}
@@ -159,9 +168,11 @@ event (an anonymous person is not marked identified); page → `$pageview` (`$cu
 `$create_alias` (`distinct_id` = userId, `alias` = previousId, merged into it). Context
 becomes `$ip`, `$raw_user_agent`, `$lib`, `$lib_version`, `$os`, `$os_version`, `$app_*`,
 `$device_*`, `$locale`, `$timezone`, `$current_url`… and `utm_*`; event properties win over
-context.
+context. Without an IP (`context.ip` absent or dropped) `$geoip_disable` is set, so PostHog
+does not locate the user at the router's address.
 **Delivery.** One request per batch (PostHog sets no count limit; bodies < 20 MB; 413 →
 split). 400 and 401 (invalid project API key) are rejected; 429 and 5xx retried. PostHog
-answers 200 to events it drops, so a missing name or `distinct_id` is rejected locally.
+answers 200 to events it drops, so a missing name or `distinct_id`, or an event over 1 MB
+as JSON, is rejected locally.
 """,
 )

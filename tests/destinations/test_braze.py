@@ -81,15 +81,14 @@ def test_full_events_map_to_attributes_events_and_purchases() -> None:
     assert sent["events"] == [{"external_id": "user-00042", "name": "Video Played",
                                "time": "2026-11-20T10:06:00.000Z",
                                "properties": FULL[1]["properties"]}]
+    order = {k: v for k, v in FULL[0]["properties"].items() if k != "products"}
     assert sent["purchases"] == [
         {"external_id": "user-00042", "product_id": "sku-1", "currency": "EUR", "price": 12.5,
          "quantity": 2, "time": "2026-11-20T10:05:00.000Z",
-         "properties": {"sku": "SKU-1", "name": "Mug", "category": "Kitchen",
-                        "order_id": "ord-1001"}},
+         "properties": {"sku": "SKU-1", "name": "Mug", "category": "Kitchen", **order}},
         {"external_id": "user-00042", "product_id": "sku-2", "currency": "EUR", "price": 30.0,
          "quantity": 1, "time": "2026-11-20T10:05:00.000Z",
-         "properties": {"sku": "SKU-2", "name": "Teapot", "category": "Kitchen",
-                        "order_id": "ord-1001"}}]
+         "properties": {"sku": "SKU-2", "name": "Teapot", "category": "Kitchen", **order}}]
     assert "not page" in encoded.rejected[3] and "not group" in encoded.rejected[4]
 
 
@@ -133,7 +132,41 @@ def test_reserved_property_keys_are_removed() -> None:
     assert sent["properties"] == {"plan": "pro"} and sent["time"] == T
     [purchase] = body(encode([order(time="x", event_name="y", color="red")], settings(
         )).requests[0])["purchases"]
-    assert purchase["properties"] == {"color": "red", "order_id": "o1"}
+    assert purchase["properties"] == {"color": "red", "order_id": "o1", "currency": "eur"}
+
+
+def test_property_keys_braze_refuses_are_removed() -> None:
+    """Braze refuses an event or purchase whose property names are empty, over 255
+    characters or start with `$` (braze.com/docs custom event properties): such keys are
+    dropped, like the reserved ones, so the event is not lost."""
+    bad = {"$revenue": 1, "": 2, "k" * 256: 3}
+    ok = {"k" * 255: "ok"}
+    [sent] = body(encode([track("u1", **bad, **ok, plan="pro")], settings()).requests[0])[
+        "events"]
+    assert sent["properties"] == {**ok, "plan": "pro"}
+    event = order(**{"$margin": 0.4, "color": "red"})
+    event["properties"]["$source"] = "web"
+    [purchase] = body(encode([event], settings()).requests[0])["purchases"]
+    assert purchase["properties"] == {"color": "red", "order_id": "o1", "currency": "eur"}
+
+
+def test_purchases_carry_the_order_properties() -> None:
+    """Segment's Braze "Track Purchase" sends, per product, the product's other fields and
+    the event's properties (but `products`); the product's own currency comes first."""
+    event = order(color="red", currency="gbp")
+    event["properties"].update(total=12.5, coupon="SPRING", note=None)
+    [purchase] = body(encode([event], settings()).requests[0])["purchases"]
+    assert purchase["currency"] == "GBP"
+    assert purchase["properties"] == {"color": "red", "order_id": "o1", "currency": "eur",
+                                      "total": 12.5, "coupon": "SPRING"}
+
+
+def test_a_product_that_is_not_an_object_rejects_the_order() -> None:
+    event = order()
+    event["properties"]["products"].append("sku-9")
+    encoded = encode([event, track("u2")], settings())
+    assert "product 1 is not an object" in encoded.rejected[0]
+    assert encoded.requests[0].events == [1]
 
 
 def test_anonymous_users_need_an_alias_label() -> None:
@@ -166,9 +199,11 @@ def test_an_order_without_order_id_sends_no_null_property() -> None:
     del event["properties"]["order_id"]
     [request] = encode([event], settings()).requests
     [purchase] = body(request)["purchases"]
-    assert purchase["properties"] == {}  # Braze's property values are never null
+    assert purchase["properties"] == {"currency": "eur"}
+    [null_id] = body(encode([order(order_id=None)], settings()).requests[0])["purchases"]
+    assert null_id["properties"] == {"currency": "eur"}  # Braze's values are never null
     [with_id] = body(encode([order(order_id="o9")], settings()).requests[0])["purchases"]
-    assert with_id["properties"] == {"order_id": "o9"}
+    assert with_id["properties"] == {"order_id": "o9", "currency": "eur"}
 
 
 def test_order_without_products_is_a_custom_event() -> None:
@@ -288,6 +323,15 @@ async def test_e2e_reserved_property_keys_do_not_cost_the_event(fake: BrazeFake)
     outcomes = await send(fake, [track("u1", time="t", event_name="n", plan="pro")])
     assert outcomes == [DELIVERED]
     assert fake.received[0][1]["properties"] == {"plan": "pro"}
+
+
+async def test_e2e_dollar_property_keys_do_not_cost_the_event(fake: BrazeFake) -> None:
+    event = order("u2", "o2")
+    event["properties"]["$source"] = "web"
+    outcomes = await send(fake, [track("u1", **{"$revenue": 5}, plan="pro"), event])
+    assert outcomes == [DELIVERED, DELIVERED]
+    assert [sorted(i["properties"]) for _, i in fake.received] == [
+        ["plan"], ["currency", "order_id"]]
 
 
 async def test_e2e_anonymous_users_are_created_as_aliases(fake: BrazeFake) -> None:

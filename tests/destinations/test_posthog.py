@@ -23,6 +23,7 @@ from tests.destinations.samples import FULL, MINIMAL
 from tests.fakes.posthog import PostHogFake
 
 KEY = "phc_test_project_key"
+NO_GEOIP = {"$geoip_disable": True}  # set when the event carries no IP
 CONTEXT_PROPS = {
     "$ip": "203.0.113.7", "$raw_user_agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0",
     "$locale": "en-GB", "$timezone": "Europe/London", "$lib": "analytics.js",
@@ -56,11 +57,12 @@ def event(kind: str, **fields: Any) -> dict[str, Any]:
 
 def test_minimal_events() -> None:
     assert batch(MINIMAL) == [
-        {"event": "Button Clicked", "distinct_id": "user-00001", "properties": {},
+        {"event": "Button Clicked", "distinct_id": "user-00001", "properties": NO_GEOIP,
          "timestamp": "2026-11-20T10:00:00.000Z", "uuid": uid("msg-min-track")},
-        {"event": "$identify", "distinct_id": "user-00001", "properties": {"$set": {}},
+        {"event": "$identify", "distinct_id": "user-00001",
+         "properties": {"$set": {}, **NO_GEOIP},
          "timestamp": "2026-11-20T10:00:01.000Z", "uuid": uid("msg-min-identify")},
-        {"event": "$pageview", "distinct_id": "anon-0000001", "properties": {},
+        {"event": "$pageview", "distinct_id": "anon-0000001", "properties": NO_GEOIP,
          "timestamp": "2026-11-20T10:00:02.000Z", "uuid": uid("msg-min-page")},
     ]
 
@@ -114,7 +116,7 @@ def test_identify_without_both_ids_has_no_anon_distinct_id() -> None:
     items = batch([event("identify"), anonymous])
     assert "$anon_distinct_id" not in items[0]["properties"]
     assert items[1]["distinct_id"] == "a1"
-    assert items[1]["properties"] == {"$set": {"plan": "x"}}
+    assert items[1]["properties"] == {"$set": {"plan": "x"}, **NO_GEOIP}
     assert items[1]["event"] == "$set"  # nobody to identify: traits only
 
 
@@ -151,17 +153,40 @@ def test_full_group_and_group_type_setting() -> None:
 def test_screen_and_alias() -> None:
     screen, alias = batch([event("screen", name="Checkout"),
                            event("alias", previousId="anon-9", userId="user-9")])
-    assert (screen["event"], screen["properties"]) == ("$screen", {"$screen_name": "Checkout"})
+    assert (screen["event"], screen["properties"]) == ("$screen",
+                                                       {"$screen_name": "Checkout", **NO_GEOIP})
     assert alias["event"] == "$create_alias"
     # PostHog merges `alias` into `distinct_id` (the person kept) and refuses when the alias's
     # person is identified: so the new id (userId) is kept and the old one (previousId) merged.
-    assert (alias["distinct_id"], alias["properties"]) == ("user-9", {"alias": "anon-9"})
+    assert (alias["distinct_id"], alias["properties"]) == ("user-9",
+                                                           {"alias": "anon-9", **NO_GEOIP})
 
 
 def test_event_properties_win_over_context() -> None:
     item = batch([event("track", event="E", properties={"$current_url": "https://mine/"},
                         context={"page": {"url": "https://ctx/"}, "ip": "10.0.0.1"})])[0]
     assert item["properties"] == {"$current_url": "https://mine/", "$ip": "10.0.0.1"}
+
+
+def test_events_without_an_ip_disable_geoip() -> None:
+    """PostHog locates an event without `$ip` at the sender's address, i.e. this router's
+    data centre, and stores that on the person (posthog.com/docs/cdp/geoip-enrichment), so
+    an event with no IP says `$geoip_disable`, as PostHog's server SDKs do."""
+    track = event("track", event="E")
+    dropped = event("track", event="E", context={"ip": None})  # e.g. `drop_fields` made it so
+    with_ip = event("track", event="E", context={"ip": "203.0.113.7"})
+    own = event("track", event="E", properties={"$ip": "198.51.100.1"})
+    items = batch([track, dropped, with_ip, own])
+    assert [i["properties"].get("$geoip_disable") for i in items] == [True, True, None, None]
+    assert items[2]["properties"]["$ip"] == "203.0.113.7"
+
+
+def test_an_event_over_1_mb_is_rejected_locally() -> None:
+    """PostHog discards events over 1 MB after answering 200 (docs/data/ingestion-warnings)."""
+    big = event("track", event="Big", properties={"blob": "x" * 1_000_000})
+    encoded = encode([big, event("track", event="Small")], settings())
+    assert "over 1 MB" in encoded.rejected[0]
+    assert encoded.requests[0].events == [1]
 
 
 def test_local_rejections() -> None:
@@ -222,6 +247,19 @@ async def test_end_to_end_delivers_native_payload(fake: PostHogFake) -> None:
     assert fake.batches == [{"api_key": KEY, "historical_migration": False}]
 
 
+async def test_end_to_end_no_event_is_located_at_the_router(fake: PostHogFake) -> None:
+    assert await send(settings(host=fake.url), MINIMAL + FULL) == [DELIVERED] * 8
+    assert fake.located_at_sender == []  # MINIMAL carries no context.ip
+
+
+async def test_end_to_end_an_oversized_event_is_not_lost_silently(fake: PostHogFake) -> None:
+    big = event("track", event="Big", messageId="big", properties={"blob": "x" * 1_000_000})
+    outcomes = await send(settings(host=fake.url), [big, *MINIMAL])
+    assert isinstance(outcomes[0], Rejected) and "1 MB" in outcomes[0].reason
+    assert outcomes[1:] == [DELIVERED] * 3
+    assert fake.invalid == [] and len(fake.received) == 3
+
+
 async def test_end_to_end_retry_keeps_uuids(fake: PostHogFake) -> None:
     fake.fail_next(503, "transient error, please retry")
     first = await send(settings(host=fake.url), FULL)
@@ -273,12 +311,14 @@ async def test_fake_enforces_the_documented_contract(fake: PostHogFake) -> None:
     status, answer = await post({"api_key": KEY, "batch": [
         ok_item, {"event": "e"}, {"event": "", "distinct_id": "d"},
         {**ok_item, "distinct_id": ""}, {**ok_item, "timestamp": "yesterday"},
-        {"event": "e", "properties": {"distinct_id": "in-props"}}]})
-    assert (status, answer) == (200, {"status": 1})  # 200 even though four are dropped
+        {"event": "e", "properties": {"distinct_id": "in-props"}},
+        {**ok_item, "properties": {"blob": "x" * 1_000_000}}]})
+    assert (status, answer) == (200, {"status": 1})  # 200 even though five are dropped
     assert [i.get("distinct_id", "in-props") for i in fake.received] == ["d", "in-props"]
     assert [reason for _, reason in fake.invalid] == [
         "event has no distinct_id", "event has no name", "event has no distinct_id",
-        "timestamp 'yesterday' is not ISO 8601"]
+        "timestamp 'yesterday' is not ISO 8601", "event exceeds the 1MB limit"]
+    assert len(fake.located_at_sender) == 2  # neither `$ip` nor `$geoip_disable`
 
 
 def test_example_config_is_valid_for_this_connector() -> None:

@@ -14,8 +14,13 @@ events"; posthog.com/docs/api/post-only-endpoints "Responses"; the Rust capture 
   without a name, without a ``distinct_id`` (top level or in ``properties``) or with an
   empty one is not ingested although the answer is 200 (as documented; the current Rust
   service answers 400 instead), and a ``timestamp`` that is not ISO 8601 is replaced by
-  the ingestion time. Such items go to ``.invalid`` instead of ``.received``; tests assert
-  ``.invalid`` stays empty;
+  the ingestion time, and an event over 1 MB is discarded (docs/data/ingestion-warnings:
+  "Discarded event exceeding 1MB limit"). Such items go to ``.invalid`` instead of
+  ``.received``; tests assert ``.invalid`` stays empty;
+- an ingested event with no ``$ip`` property and no ``$geoip_disable`` is located by GeoIP at
+  the sender's address (docs/cdp/geoip-enrichment: the IP "of the client that sent the
+  event"), which for a server is its data centre: such items are also listed in
+  ``.located_at_sender``;
 - 429 (rate or billing limit) and 503 (retryable sink error) are available via
   ``fail_next``.
 """
@@ -31,6 +36,7 @@ from aiohttp import web
 
 from tests.fakes.base import FakeServer, respond
 
+MAX_EVENT_BYTES = 1_000_000
 INVALID_KEY = {"type": "authentication_error", "code": "invalid_api_key",
                "detail": "Project API key invalid. You can find your project API key in "
                          "PostHog project settings."}
@@ -48,6 +54,7 @@ class PostHogFake(FakeServer):
         self.max_bytes = max_bytes
         self.invalid: list[tuple[Any, str]] = []  # (item, why PostHog would not ingest it)
         self.batches: list[dict[str, Any]] = []  # accepted bodies without their items
+        self.located_at_sender: list[Any] = []  # ingested items GeoIP puts at our address
         super().__init__()
 
     def routes(self, app: web.Application) -> None:
@@ -82,6 +89,9 @@ class PostHogFake(FakeServer):
                 self.invalid.append((item, reason))
             else:
                 accepted.append(item)
+                props = item.get("properties") or {}
+                if not props.get("$ip") and not props.get("$geoip_disable"):
+                    self.located_at_sender.append(item)
         self.batches.append({k: v for k, v in body.items() if k != "batch"})
         self.accept(accepted)
         return respond(200, {"status": 1})
@@ -105,6 +115,8 @@ class PostHogFake(FakeServer):
         """Why PostHog would answer 200 and still not ingest the event as sent."""
         if not isinstance(item.get("event"), str) or not item["event"]:
             return "event has no name"
+        if len(orjson.dumps(item)) > MAX_EVENT_BYTES:
+            return "event exceeds the 1MB limit"
         distinct_id = item.get("distinct_id", (item.get("properties") or {}).get("distinct_id"))
         if distinct_id is None or str(distinct_id) == "":
             return "event has no distinct_id"
