@@ -108,6 +108,7 @@ def encode(events: list[Event], settings: Settings) -> Encoded:
             record = upserts.setdefault(key, ({"attributes": {"type": settings.sobject},
                                                settings.external_id_field: key}, []))
             record[0].update(_fields(traits, mapping))  # later traits win
+            record[0][settings.external_id_field] = key  # but never over the upsert key
             record[1].append(position)
         elif kind == "track" and settings.track_object:
             fields = {"attributes": {"type": settings.track_object},

@@ -120,6 +120,15 @@ def test_api_version_is_checked_and_normalised() -> None:
             settings(api_version=bad)
 
 
+def test_a_trait_mapped_onto_the_upsert_key_does_not_replace_it() -> None:
+    """The key decides which record is upserted (and groups a batch's identifies): a
+    field_map that also fills the external id field must not point the upsert elsewhere."""
+    mapped = settings(field_map={"lastName": "LastName", "crmId": "External_Id__c"})
+    [request] = encode([identify("user-1", lastName="L", crmId="other")], mapped).requests
+    [record] = body(request)["records"]
+    assert record["External_Id__c"] == "user-1" and record["LastName"] == "L"
+
+
 def test_missing_identifier_is_rejected_in_encode() -> None:
     encoded = encode([identify(None, email="a@x.io")], settings())
     assert encoded.rejected[0] == ("identify without a userId: Salesforce upserts Lead by "
