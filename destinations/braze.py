@@ -10,6 +10,7 @@ adjacent orders that would share them go to separate requests).
 from __future__ import annotations
 
 import time
+from datetime import date
 from typing import Any
 
 import orjson
@@ -86,12 +87,23 @@ def _attributes(event: Event, settings: Settings) -> dict[str, Any]:
     for path, name in settings.attribute_map.items():
         if (value := _get(traits, path)) is not None:
             found[name] = value
-    if isinstance(birthday := traits.get("birthday"), str) and len(birthday) >= 10:
-        found["dob"] = birthday[:10]  # Braze wants YYYY-MM-DD
+    if (day := _day(traits.get("birthday"))) is not None:
+        found["dob"] = day  # Braze wants YYYY-MM-DD
         found.pop("birthday", None)
     if isinstance(gender := found.get("gender"), str):
         found["gender"] = GENDERS.get(gender.strip().lower(), gender)
     return {k: v for k, v in found.items() if k not in IDENTITY_KEYS}
+
+
+def _day(birthday: Any) -> str | None:
+    """An ISO-8601 date or time's calendar date as written (a birthday is a day, not an
+    instant: no conversion to UTC); None for anything else, which Braze's dob refuses."""
+    if not isinstance(birthday, str):
+        return None
+    try:
+        return date.fromisoformat(birthday[:10]).isoformat()
+    except ValueError:
+        return None
 
 
 def _objects(event: Event, settings: Settings) -> tuple[str, list[dict[str, Any]]] | str:
@@ -226,8 +238,9 @@ attribute (`traits.email` → `email`), never the identity.
 
 **Mapping.** identify → one attributes object: `attribute_map` (defaults firstName →
 first_name, lastName → last_name, email, phone, address.city → home_city,
-address.country → country, avatar → image_url), `birthday` → `dob` (YYYY-MM-DD), `gender`
-as Braze's code (male → M, female → F, other → O, …), other traits as custom attributes
+address.country → country, avatar → image_url), `birthday` → `dob` (the YYYY-MM-DD of an
+ISO-8601 date as written; another value is left out), `gender` as Braze's code (male →
+M, female → F, other → O, …), other traits as custom attributes
 unless `custom_attributes: false`; a trait never sets `external_id`, `user_alias` or
 `braze_id`. track → one event object (`name`, `time` ISO-8601 from the event timestamp,
 `properties` without the keys Braze refuses: reserved `time` and `event_name`, a leading

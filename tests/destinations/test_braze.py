@@ -99,6 +99,17 @@ def test_birthday_becomes_dob_and_custom_attributes_can_be_off() -> None:
     assert attrs == {"external_id": "user-00001", "first_name": "Ada", "dob": "1990-05-01"}
 
 
+@pytest.mark.parametrize(("birthday", "dob"), [
+    ("1990-05-01", "1990-05-01"), ("1990-05-01T23:30:00-05:00", "1990-05-01"),
+    ("May 1, 1990", None), ("1990-13-01", None), ("", None), (19900501, None)])
+def test_dob_only_from_an_iso_date(birthday: Any, dob: str | None) -> None:
+    """Braze's dob takes YYYY-MM-DD: a date as written (a birthday is a day, not an
+    instant), and nothing rather than the first ten characters of something else."""
+    event = {**MINIMAL[1], "traits": {"birthday": birthday}}
+    [attrs] = body(encode([event], settings(custom_attributes=False)).requests[0])["attributes"]
+    assert attrs.get("dob") == dob
+
+
 def test_traits_never_set_the_identity() -> None:
     """A trait named like a Braze identifier must not redirect the update to another user
     (external_id) or give the object a second identifier (braze_id, user_alias)."""
