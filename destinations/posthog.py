@@ -124,6 +124,9 @@ def _item(event: Event, settings: Settings) -> dict[str, Any] | str:
         # previousId, is the alias and the new one, userId, the distinct_id.
         name = "$create_alias"
         props["alias"] = str(event["previousId"])
+    group_id = context.get("groupId")  # Segment's spec: the account a call belongs to
+    if group_id not in (None, "") and kind != "group":  # counted for it in group analytics
+        props.setdefault("$groups", {settings.group_type: str(group_id)})
     if not props.get("$ip"):
         # without `$ip` PostHog locates the event at the sender's address (this router's
         # data centre) and sets that on the person; PostHog's server SDKs send this flag
@@ -164,7 +167,8 @@ over a fixed namespace, so a retried event keeps its uuid and PostHog deduplicat
 `$anon_distinct_id` = anonymousId (when both ids are set), or without a userId a `$set`
 event (an anonymous person is not marked identified); page → `$pageview` (`$current_url`,
 `$pathname`, `$referrer`, `$host`, `title`); screen → `$screen` (`$screen_name`); group →
-`$groupidentify` (`$group_type` from `group_type`, `$group_key`, `$group_set`); alias →
+`$groupidentify` (`$group_type` from `group_type`, `$group_key`, `$group_set`), and any
+other call with `context.groupId` carries `$groups` = {`group_type`: groupId}; alias →
 `$create_alias` (`distinct_id` = userId, `alias` = previousId, merged into it). Context
 becomes `$ip`, `$raw_user_agent`, `$lib`, `$lib_version`, `$os`, `$os_version`, `$app_*`,
 `$device_*`, `$locale`, `$timezone`, `$current_url`… and `utm_*`; event properties win over

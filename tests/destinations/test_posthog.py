@@ -150,6 +150,19 @@ def test_full_group_and_group_type_setting() -> None:
     assert other["properties"]["$group_type"] == "organization"
 
 
+def test_a_call_with_context_group_id_counts_for_its_group() -> None:
+    """PostHog attributes an event to a group only through `$groups`; Segment's spec
+    carries the account a call belongs to in `context.groupId`."""
+    track = event("track", event="Clicked", context={"groupId": "co-9"})
+    [item] = batch([track], settings(group_type="organization"))
+    assert item["properties"]["$groups"] == {"organization": "co-9"}
+    [plain] = batch([event("track", event="Clicked")])
+    assert "$groups" not in plain["properties"]
+    [own] = batch([event("track", event="Clicked", context={"groupId": "co-9"},
+                         properties={"$groups": {"team": "t1"}})])
+    assert own["properties"]["$groups"] == {"team": "t1"}  # the event's own wins
+
+
 def test_screen_and_alias() -> None:
     screen, alias = batch([event("screen", name="Checkout"),
                            event("alias", previousId="anon-9", userId="user-9")])
