@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from router.config import Config
-from router.events import Invalid, decode
+from router.events import Invalid, decode, well_formed
 from router.pipeline import build_route
 from router.redact import redact
 from router.stages.suppression import Suppression
@@ -75,7 +75,10 @@ def _payload(dest: Any, event: dict[str, Any]) -> dict[str, Any]:
             preview = connector.preview
             return {"rows": preview([event], dest.settings) if preview else [event]}
         encoded = connector.encode([event], dest.settings)
-    except Exception as exc:  # as the engine does: that event is rejected, with why
+    except Exception as exc:  # as the engine does: sent without context fields of the
+        fixed = well_formed(event)  # wrong type if that is why, else rejected, with why
+        if fixed is not None:
+            return _payload(dest, fixed)
         return {"decision": "rejected", "reason": f"encode failed: {exc!r}"}
     if encoded.rejected:
         return {"decision": "rejected", "reason": encoded.rejected[0]}

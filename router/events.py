@@ -80,6 +80,25 @@ def json_array(events: list[dict[str, Any]], raws: list[bytes | None] | None) ->
     return array_of(event_jsons(events, raws))
 
 
+# Segment's spec makes these context fields objects; a producer may still send a number
+CONTEXT_OBJECTS = ("app", "campaign", "device", "library", "location", "network", "os",
+                   "page", "referrer", "screen", "traits")
+
+
+def well_formed(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The event without the context fields the spec makes objects that are not (a
+    connector that reads them may fail on them), or None when it has none. For a second
+    try only, after an encoder failed: nothing is checked on the hot path."""
+    context = event.get("context")
+    if type(context) is not dict:
+        return None
+    odd = [k for k in CONTEXT_OBJECTS if type(context.get(k, {})) is not dict
+           and context[k] is not None]
+    if not odd:
+        return None
+    return {**event, "context": {k: v for k, v in context.items() if k not in odd}}
+
+
 def array_of(jsons: Iterable[bytes]) -> bytes:
     """A JSON array of values already serialised."""
     return b"[" + b",".join(jsons) + b"]"

@@ -36,7 +36,7 @@ from router.delivery.outcome import (
     Split,
 )
 from router.delivery.ratelimit import RateLimiter
-from router.events import event_jsons
+from router.events import event_jsons, well_formed
 
 Encoder = Callable[[list[Any], Any], Encoded]  # a connector's encode, encode_raw or encode_prepared
 
@@ -87,7 +87,9 @@ class HttpSender:
         try:
             return self.connector.prepare(event, self.settings)  # type: ignore[misc]
         except Exception as exc:
-            return f"encode failed: {exc!r}"
+            # a context field of the wrong type (a number for `device`): sent without it
+            fixed = well_formed(event) if type(event) is dict else None
+            return self.prepare(fixed) if fixed is not None else f"encode failed: {exc!r}"
 
     async def send_prepared(self, prepared: list[bytes | str]) -> list[Outcome]:
         """``send`` for a batch already ``prepare``d (a worker prepares as it routes)."""
@@ -106,7 +108,7 @@ class HttpSender:
             encoded = encoder(items if whole else [items[p] for p in positions], self.settings)
         except Exception as exc:  # an encoder bug must not lose the batch: halve until the
             if len(positions) == 1:  # event it fails on is alone, and reject only that one
-                return Encoded(rejected={positions[0]: f"encode failed: {exc!r}"})
+                return self._encode_odd(encoder, items[positions[0]], positions[0], exc)
             half = len(positions) // 2
             first = self._encode(encoder, items, positions[:half])
             second = self._encode(encoder, items, positions[half:])
@@ -117,6 +119,20 @@ class HttpSender:
             for request in encoded.requests:
                 request.events = [positions[i] for i in request.events]
             encoded.rejected = {positions[i]: r for i, r in encoded.rejected.items()}
+        return encoded
+
+    def _encode_odd(self, encoder: Encoder, item: Any, position: int,
+                    exc: Exception) -> Encoded:
+        """One event its encoder failed on: sent without the context fields of the wrong
+        type (``well_formed``) if that is why, else rejected with the encoder's error."""
+        fixed = well_formed(item) if type(item) is dict else None
+        if fixed is None:
+            return Encoded(rejected={position: f"encode failed: {exc!r}"})
+        encoded = self._encode(encoder, [fixed], [0])
+        for request in encoded.requests:
+            request.events = [position]
+        if encoded.rejected:  # one event: at most one reason
+            encoded.rejected = {position: next(iter(encoded.rejected.values()))}
         return encoded
 
     async def _send_encoded(self, encoder: Encoder, items: list[Any], encoded: Encoded,
