@@ -1,11 +1,12 @@
-"""Salesforce: identify -> Lead/Contact upsert by an external-id field, track -> insert of a
-configured object (e.g. Task), both through sObject Collections, with OAuth 2.0
-client-credentials tokens.
+"""Salesforce: identify -> Lead/Contact upsert by an external-id field, group -> Account
+upsert by another, track -> insert of a configured object (e.g. Task), all through sObject
+Collections, with OAuth 2.0 client-credentials tokens.
 
-Identifies for one key in a batch merge into one record (Salesforce refuses duplicate
-external ids in one request); when any record carries several events, the request's
-``X-Router-Record-Events`` header lists how many request positions each record carries,
-so ``classify`` can map the per-record results back (the API ignores unknown headers).
+Events for one key (userId, email or groupId) in a batch merge into one record (Salesforce
+refuses duplicate external ids in one request); when any record carries several events,
+the request's ``X-Router-Record-Events`` header lists how many request positions each
+record carries, so ``classify`` maps the per-record results back (unknown headers are
+ignored by the API).
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from pydantic import Field, SecretStr, field_validator
 
 from destinations import base
 from destinations.base import Connector, ConnectorSettings, Credentials, Encoded, Event, Request
-from destinations.salesforce_map import CONTACT_FIELDS, LEAD_FIELDS
+from destinations.salesforce_map import ACCOUNT_FIELDS, CONTACT_FIELDS, LEAD_FIELDS
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Retry, Split
 
 MAX_RECORDS = 200  # sObject Collections limit (documented)
 GROUPS = "X-Router-Record-Events"
 # a locked row, or a record rolled back only because another one failed (allOrNone)
 RETRYABLE = {"UNABLE_TO_LOCK_ROW", "ALL_OR_NONE_OPERATION_ROLLED_BACK"}
+# (object, external id field) -> key -> (the merged record, the events it carries)
+Upserts = dict[tuple[str, str], dict[str, tuple[dict[str, Any], list[int]]]]
 
 
 class Settings(ConnectorSettings):
@@ -62,6 +65,12 @@ class Settings(ConnectorSettings):
     track_relationship: str | None = Field(
         None, description="Relationship field (e.g. `Who`) linking the track record to the "
         "`sobject` record by its external id.")
+    account_external_id_field: str | None = Field(
+        None, description="External ID field on Account (e.g. `Segment_Group_Id__c`) that "
+        "group calls upsert by, filled with the groupId; unset = group calls are rejected.")
+    account_field_map: dict[str, str] | None = Field(
+        None, description="Event path (dotted, e.g. `traits.name`) -> Account field; unset "
+        "= the defaults of Segment's Account action (name, groupId -> AccountNumber, ...).")
 
     @field_validator("api_version")
     @classmethod
@@ -91,9 +100,20 @@ def _key(event: Event, settings: Settings) -> str | None:
     return email.strip().lower() if isinstance(email, str) and email.strip() else None
 
 
+def _merge(upserts: Upserts, target: tuple[str, str], key: str, fields: dict[str, Any],
+           position: int) -> None:
+    sobject, field = target
+    record = upserts[target].setdefault(key, ({"attributes": {"type": sobject}, field: key}, []))
+    record[0].update(fields)  # later traits win
+    record[0][field] = key  # but never over the upsert key
+    record[1].append(position)
+
+
 def encode(events: list[Event], settings: Settings) -> Encoded:
     out = Encoded()
-    upserts: dict[str, tuple[dict[str, Any], list[int]]] = {}
+    person, account = ((settings.sobject, settings.external_id_field),
+                       ("Account", settings.account_external_id_field or ""))
+    upserts: Upserts = {person: {}, account: {}}  # people's requests first, then Accounts'
     inserts: list[tuple[int, dict[str, Any]]] = []
     mapping = settings.field_map or (LEAD_FIELDS if settings.sobject == "Lead"
                                      else CONTACT_FIELDS)
@@ -105,11 +125,10 @@ def encode(events: list[Event], settings: Settings) -> Encoded:
                                       f"{settings.sobject} by {settings.external_id_field}")
         elif kind == "identify":
             traits = event.get("traits") or _get(event, "context.traits") or {}
-            record = upserts.setdefault(key, ({"attributes": {"type": settings.sobject},
-                                               settings.external_id_field: key}, []))
-            record[0].update(_fields(traits, mapping))  # later traits win
-            record[0][settings.external_id_field] = key  # but never over the upsert key
-            record[1].append(position)
+            _merge(upserts, person, key, _fields(traits, mapping), position)
+        elif kind == "group" and account[1]:  # decode guarantees a groupId
+            _merge(upserts, account, str(event["groupId"]),
+                   _fields(event, settings.account_field_map or ACCOUNT_FIELDS), position)
         elif kind == "track" and settings.track_object:
             fields = {"attributes": {"type": settings.track_object},
                       **_fields(event, settings.track_field_map), **settings.track_values}
@@ -118,20 +137,22 @@ def encode(events: list[Event], settings: Settings) -> Encoded:
                     "attributes": {"type": settings.sobject}, settings.external_id_field: key}
             inserts.append((position, fields))
         else:
-            out.rejected[position] = (f"Salesforce takes identify calls and, with settings."
-                                      f"track_object, track calls, not {kind}")
+            out.rejected[position] = (
+                f"Salesforce takes identify calls, track calls with settings.track_object "
+                f"and group calls with settings.account_external_id_field, not {kind}")
     api = f"{settings.instance_url.rstrip('/')}/services/data/{settings.api_version}"
     headers = {"Content-Type": "application/json"}
-    records = list(upserts.values())
-    for start in range(0, len(records), MAX_RECORDS):
-        chunk = records[start:start + MAX_RECORDS]
-        sizes = [len(positions) for _, positions in chunk]
-        out.requests.append(Request(
-            f"{api}/composite/sobjects/{settings.sobject}/{settings.external_id_field}",
-            orjson.dumps({"allOrNone": False, "records": [r for r, _ in chunk]}),
-            [p for _, positions in chunk for p in positions],
-            {**headers, GROUPS: ",".join(map(str, sizes))} if max(sizes) > 1 else headers,
-            method="PATCH"))
+    for (sobject, field), merged in upserts.items():  # the same shape for both objects
+        records = list(merged.values())
+        for start in range(0, len(records), MAX_RECORDS):
+            chunk = records[start:start + MAX_RECORDS]
+            sizes = [len(positions) for _, positions in chunk]
+            out.requests.append(Request(
+                f"{api}/composite/sobjects/{sobject}/{field}",
+                orjson.dumps({"allOrNone": False, "records": [r for r, _ in chunk]}),
+                [p for _, positions in chunk for p in positions],
+                {**headers, GROUPS: ",".join(map(str, sizes))} if max(sizes) > 1 else headers,
+                method="PATCH"))
     for start in range(0, len(inserts), MAX_RECORDS):
         batch = inserts[start:start + MAX_RECORDS]
         out.requests.append(Request(f"{api}/composite/sobjects", orjson.dumps(
@@ -227,14 +248,16 @@ field `external_id_field` (default `External_Id__c`, which you create and mark E
 ID), filled with the **userId** (or, with `external_id_from: email`, the lower-cased
 `traits.email` / `context.traits.email`). Standard `Email` cannot be an upsert key. An
 identify without that identifier is rejected in encode ("identify without a userId:
-Salesforce upserts Lead by External_Id__c"). The anonymousId is never sent. Identifies for
-one key in a batch merge into one record (later traits win).
+Salesforce upserts Lead by External_Id__c"). The anonymousId is never sent. group upserts
+an **Account** by `account_external_id_field` (an External ID field you create on Account,
+e.g. `Segment_Group_Id__c`) filled with the groupId; unset, group calls are rejected.
+Events for one key in a batch merge into one record (later traits win).
 
-**Required fields.** Creating a Lead needs `LastName` and `Company`, a Contact `LastName`;
-updating an existing record needs neither. The connector neither rejects locally nor
-invents placeholders (a placeholder would overwrite real names on update): when a new
-person lacks them, Salesforce refuses that record (REQUIRED_FIELD_MISSING) and only its
-events are rejected, with Salesforce's message.
+**Required fields.** Creating a Lead needs `LastName` and `Company`, a Contact `LastName`,
+an Account `Name`; updating an existing record needs none. The connector neither rejects
+locally nor invents placeholders (a placeholder would overwrite real names on update):
+when a new record lacks them, Salesforce refuses that record (REQUIRED_FIELD_MISSING) and
+only its events are rejected, with Salesforce's message.
 
 **Mapping.** `field_map` (default for Lead: email→Email, firstName→FirstName,
 lastName→LastName, phone, title, company / company.name→Company, website, address.* →
@@ -243,8 +266,11 @@ Mailing*; the snake_case names Segment's Salesforce (Actions) mappings read,
 `first_name`, `last_name`, `address.postal_code`, are read too, camelCase winning). track
 → with `track_object` (e.g. Task), one inserted record from `track_field_map` (event
 paths) plus `track_values`, optionally linked through `track_relationship` (e.g. `Who`)
-to the sobject by external id; without it track calls are rejected. page, screen, group
-and alias calls are rejected.
+to the sobject by external id; without it track calls are rejected. group → Account from
+`account_field_map` (event paths; default, as Segment's Account action: traits.name→Name,
+groupId→AccountNumber, traits.employees→NumberOfEmployees, traits.address.* →
+Billing*, traits.phone, traits.description, traits.website; `address.postalCode` read
+too). page, screen and alias calls are rejected.
 
 **Auth and errors.** Client-credentials token from `{login_url or instance_url}/services/
 oauth2/token`; data calls go to `instance_url`, which must equal the token's

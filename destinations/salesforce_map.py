@@ -18,3 +18,17 @@ LEAD_FIELDS = {**PERSON, "company": "Company", "company.name": "Company", "websi
 CONTACT_FIELDS = {**PERSON, "address.street": "MailingStreet", "address.city": "MailingCity",
                   "address.state": "MailingState", "address.postal_code": "MailingPostalCode",
                   "address.postalCode": "MailingPostalCode", "address.country": "MailingCountry"}
+
+# Group calls -> Account: the default mapping of the Account action of Segment's Salesforce
+# (Actions) destination, whose paths are event paths (it reads `$.groupId` besides traits):
+# name -> Name, groupId -> AccountNumber, employees -> NumberOfEmployees, address.* ->
+# Billing*, phone, description, website. The spec's `address.postalCode` is read too and
+# wins over the action's `address.postal_code`, as for Leads above.
+ACCOUNT_FIELDS = {"traits.name": "Name", "groupId": "AccountNumber",
+                  "traits.employees": "NumberOfEmployees",
+                  "traits.address.street": "BillingStreet", "traits.address.city": "BillingCity",
+                  "traits.address.state": "BillingState",
+                  "traits.address.postal_code": "BillingPostalCode",
+                  "traits.address.postalCode": "BillingPostalCode",
+                  "traits.address.country": "BillingCountry", "traits.phone": "Phone",
+                  "traits.description": "Description", "traits.website": "Website"}

@@ -42,6 +42,14 @@ def lead(user: str, **traits: Any) -> dict[str, Any]:
     return identify(user, lastName="L", company={"name": "C"}, **traits)
 
 
+def group(group_id: str, **traits: Any) -> dict[str, Any]:
+    return {"type": "group", "userId": "u1", "groupId": group_id, "messageId": f"g-{group_id}",
+            "timestamp": "2026-11-20T10:00:00.000Z", "traits": traits}
+
+
+ACCOUNTS = {"account_external_id_field": "Segment_Group_Id__c"}
+
+
 def body(request: Request) -> Any:
     return orjson.loads(request.body)
 
@@ -166,6 +174,65 @@ def test_track_inserts_the_configured_object() -> None:
         "Who": {"attributes": {"type": "Lead"}, "External_Id__c": "user-00042"}}]}
 
 
+def test_group_upserts_an_account_with_segments_default_mapping() -> None:
+    # Segment's Salesforce (Actions) Account action, default subscription type = "group":
+    # traits.name -> Name, groupId -> AccountNumber, traits.employees -> NumberOfEmployees,
+    # traits.address.* -> Billing*, phone, description, website (github.com/segmentio/
+    # action-destinations, salesforce/account and sf-object-to-shape.ts); no industry
+    [request] = encode([FULL[-1]], settings(**ACCOUNTS)).requests
+    assert (request.method, request.url) == (
+        "PATCH", f"{API}/composite/sobjects/Account/Segment_Group_Id__c")
+    assert request.headers == {"Content-Type": "application/json"}
+    assert body(request) == {"allOrNone": False, "records": [{
+        "attributes": {"type": "Account"}, "Segment_Group_Id__c": "co-9",
+        "Name": "Analytical Engines", "AccountNumber": "co-9", "NumberOfEmployees": 12,
+        "Website": "https://engines.example.com"}]}
+    address = {"street": "1 Main St", "city": "Paris", "state": "IDF", "postal_code": "75001",
+               "postalCode": "75002", "country": "FR"}
+    event = group("g1", name="Acme", phone="+33 1", description="d", address=address)
+    [request] = encode([event], settings(**ACCOUNTS)).requests
+    assert body(request)["records"][0] == {
+        "attributes": {"type": "Account"}, "Segment_Group_Id__c": "g1", "Name": "Acme",
+        "AccountNumber": "g1", "Phone": "+33 1", "Description": "d",
+        "BillingStreet": "1 Main St", "BillingCity": "Paris", "BillingState": "IDF",
+        "BillingPostalCode": "75002", "BillingCountry": "FR"}  # the spec's camelCase wins
+
+
+def test_group_is_rejected_naming_the_setting_when_accounts_are_off() -> None:
+    encoded = encode([FULL[-1]], settings())
+    assert encoded.requests == []
+    assert "settings.account_external_id_field" in encoded.rejected[0]
+    assert encoded.rejected[0].endswith("not group")
+
+
+def test_groups_merge_per_group_id_beside_the_identify_upserts() -> None:
+    events = [group("g1", name="Old", website="w"), lead("u1"), group("g2", name="B"),
+              group("g1", name="New"), identify("u1", firstName="Ann")]
+    leads, accounts = encode(events, settings(**ACCOUNTS)).requests
+    assert leads.url.endswith("/Lead/External_Id__c") and leads.events == [1, 4]
+    assert accounts.url.endswith("/Account/Segment_Group_Id__c")
+    assert accounts.events == [0, 3, 2] and accounts.headers["X-Router-Record-Events"] == "2,1"
+    records = body(accounts)["records"]
+    assert [r["Segment_Group_Id__c"] for r in records] == ["g1", "g2"]
+    assert records[0]["Name"] == "New" and records[0]["Website"] == "w"  # later traits win
+
+
+def test_account_field_map_replaces_the_defaults_but_never_the_key() -> None:
+    mapped = settings(**ACCOUNTS, account_field_map={
+        "traits.name": "Name", "traits.industry": "Industry",
+        "traits.crmId": "Segment_Group_Id__c"})
+    event = group("g1", name="Acme", industry="Computing", crmId="other", employees=3)
+    [request] = encode([event], mapped).requests
+    assert body(request)["records"] == [{"attributes": {"type": "Account"},
+                                         "Segment_Group_Id__c": "g1", "Name": "Acme",
+                                         "Industry": "Computing"}]
+
+
+def test_account_records_are_chunked_at_200() -> None:
+    encoded = encode([group(f"g{i}", name="A") for i in range(201)], settings(**ACCOUNTS))
+    assert [len(r.events) for r in encoded.requests] == [200, 1]
+
+
 # --- classify ----------------------------------------------------------------------------
 
 
@@ -199,6 +266,20 @@ def test_classify_retries_records_rolled_back_for_another() -> None:
     outcome = classify(response(200, [rolled, bad, rolled]), Request("u", b"", [0, 1, 2]))
     assert isinstance(outcome, Partial)
     assert set(outcome.retry) == {0, 2} and set(outcome.rejected) == {1}
+
+
+def test_classify_maps_account_results_back_to_merged_group_calls() -> None:
+    events = [group("g1"), group("g2", name="B"), group("g1", website="w")]
+    [request] = encode(events, settings(**ACCOUNTS)).requests
+    missing = {"success": False, "errors": [{"statusCode": "REQUIRED_FIELD_MISSING",
+                                             "message": "Required fields are missing: [Name]",
+                                             "fields": ["Name"]}]}
+    ok = {"id": "001000000000001", "success": True, "errors": [], "created": True}
+    outcome = classify(response(200, [missing, ok]), request)
+    assert isinstance(outcome, Partial) and not outcome.retry
+    # request positions 0 and 1 carry g1's two events (0 and 2), position 2 carries g2
+    assert request.events == [0, 2, 1] and set(outcome.rejected) == {0, 1}
+    assert "Name" in outcome.rejected[0]
 
 
 def test_classify_statuses() -> None:
@@ -344,3 +425,28 @@ async def test_e2e_server_errors_are_retried(fake: SalesforceFake) -> None:
     [outcome] = await send(fake, [lead("u1")])
     assert isinstance(outcome, Retry)
     assert fake.received == []
+
+
+async def test_e2e_group_calls_upsert_accounts(fake: SalesforceFake) -> None:
+    events = [FULL[-1], group("g2", website="https://x.example"), lead("u1")]
+    outcomes = await send(fake, events, **ACCOUNTS)
+    assert outcomes[0] is DELIVERED and outcomes[2] is DELIVERED
+    # a new Account without a Name: Salesforce refuses that record only
+    assert isinstance(outcomes[1], Rejected)
+    assert "REQUIRED_FIELD_MISSING" in outcomes[1].reason and "Name" in outcomes[1].reason
+    assert fake.records["Account"] == {"co-9": {
+        "Segment_Group_Id__c": "co-9", "Name": "Analytical Engines", "AccountNumber": "co-9",
+        "NumberOfEmployees": 12, "Website": "https://engines.example.com"}}
+    assert set(fake.records["Lead"]) == {"u1"}
+    # an update of an existing Account needs no Name; the merged calls share one result
+    again = [group("co-9", employees=13), group("co-9", phone="+1 555")]
+    assert await send(fake, again, **ACCOUNTS) == [DELIVERED, DELIVERED]
+    assert fake.records["Account"]["co-9"]["NumberOfEmployees"] == 13
+    assert fake.records["Account"]["co-9"]["Phone"] == "+1 555"
+
+
+async def test_e2e_account_field_not_marked_external_id_is_rejected(
+        fake: SalesforceFake) -> None:
+    [outcome] = await send(fake, [FULL[-1]], account_external_id_field="AccountNumber")
+    assert isinstance(outcome, Rejected) and "NOT_FOUND" in outcome.reason
+    assert fake.records["Account"] == {}

@@ -18,10 +18,13 @@ Collections", "Status Codes and Error Responses"):
   INVALID_FIELD); the upsert field must be an External ID field (404 NOT_FOUND otherwise);
 - per record (200 with one result per record, in order): external id value required,
   duplicate external ids in one request refused, required fields on create
-  (REQUIRED_FIELD_MISSING: Lead LastName+Company, Contact LastName), email format
-  (INVALID_EMAIL_ADDRESS), FirstName at most 40 and LastName 80 characters
-  (STRING_TOO_LONG), relationship references by external id must exist;
+  (REQUIRED_FIELD_MISSING: Lead LastName+Company, Contact LastName, Account Name), email
+  format (INVALID_EMAIL_ADDRESS), FirstName at most 40, LastName 80, Account Name 255 and
+  AccountNumber 40 characters (STRING_TOO_LONG), relationship references by external id
+  must exist;
   `allOrNone: true` rolls everything back when one record fails.
+Account's External ID field is `Segment_Group_Id__c` (a custom field an org creates);
+`external_ids[sobject]` holds the fields marked External ID, which a test may extend.
 `record_errors[key] = "UNABLE_TO_LOCK_ROW"` makes the record with that external id fail
 once with that code. `received` holds ("upsert"|"create", type, record) items.
 """
@@ -44,10 +47,18 @@ FIELDS = {
     "Contact": PERSON | {"MailingStreet", "MailingCity", "MailingState", "MailingPostalCode",
                         "MailingCountry"},
     "Task": {"Subject", "Status", "Priority", "Description", "ActivityDate", "WhoId", "Who"},
+    # standard Account fields (Object Reference, Account) plus the custom External ID field
+    "Account": {"Name", "AccountNumber", "NumberOfEmployees", "Phone", "Description",
+                "Website", "Industry", "Type", "Segment_Group_Id__c",
+                *(f"{kind}{part}" for kind in ("Billing", "Shipping")
+                  for part in ("Street", "City", "State", "PostalCode", "Country"))},
 }
-REQUIRED = {"Lead": ("LastName", "Company"), "Contact": ("LastName",), "Task": ()}
-EXTERNAL_IDS = {"Lead": {"External_Id__c"}, "Contact": {"External_Id__c"}, "Task": set()}
-MAX_LENGTH = {"FirstName": 40, "LastName": 80}
+REQUIRED = {"Lead": ("LastName", "Company"), "Contact": ("LastName",), "Task": (),
+            "Account": ("Name",)}
+EXTERNAL_IDS = {"Lead": {"External_Id__c"}, "Contact": {"External_Id__c"}, "Task": set(),
+                "Account": {"Segment_Group_Id__c"}}
+ID_PREFIX = {"Lead": "00Q", "Contact": "003", "Account": "001", "Task": "00T"}  # key prefixes
+MAX_LENGTH = {"FirstName": 40, "LastName": 80, "Name": 255, "AccountNumber": 40}
 SINCE = {"upsert": 46, "create": 42}  # first API version of each sObject Collections call
 SESSION_INVALID = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
 
@@ -63,6 +74,7 @@ class SalesforceFake(FakeServer):
         self.token_requests = 0
         self.records: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in FIELDS}
         self.record_errors: dict[str, str] = {}
+        self.external_ids = {kind: set(fields) for kind, fields in EXTERNAL_IDS.items()}
         self.token_instance_url: str | None = None
         self._ids = itertools.count(1)
         super().__init__()
@@ -126,7 +138,7 @@ class SalesforceFake(FakeServer):
             for name, value in record.items():
                 if name == "attributes":
                     continue
-                if name not in FIELDS[kind]:
+                if name not in FIELDS[kind] | self.external_ids[kind]:
                     return respond(400, [{"errorCode": "INVALID_FIELD", "message":
                                           f"No such column '{name}' on sobject of type {kind}"}])
                 if isinstance(value, list) or (isinstance(value, dict) and name != "Who"):
@@ -175,7 +187,7 @@ class SalesforceFake(FakeServer):
         if isinstance(parsed, web.Response):
             return parsed
         sobject, field = request.match_info["sobject"], request.match_info["field"]
-        if sobject not in FIELDS or field not in EXTERNAL_IDS[sobject]:
+        if sobject not in FIELDS or field not in self.external_ids[sobject]:
             return respond(404, [{"errorCode": "NOT_FOUND", "message": "Provided external ID "
                                   f"field does not exist or is not accessible: {field}"}])
         all_or_none, records = parsed[0], parsed[1:]
@@ -200,7 +212,8 @@ class SalesforceFake(FakeServer):
                 results.append({"success": False, "errors": errors})
                 continue
             existing = self.records[sobject].get(key)
-            results.append({"id": f"00Q{next(self._ids):012d}", "success": True, "errors": [],
+            results.append({"id": f"{ID_PREFIX[sobject]}{next(self._ids):012d}",
+                            "success": True, "errors": [],
                             "created": existing is None})
             writes.append((sobject, key, fields))
         return self._answer(results, writes, all_or_none, "upsert")
@@ -217,7 +230,7 @@ class SalesforceFake(FakeServer):
             if errors := self._check(kind, fields, existing=False):
                 results.append({"success": False, "errors": errors})
                 continue
-            new_id = f"00T{next(self._ids):012d}"
+            new_id = f"{ID_PREFIX[kind]}{next(self._ids):012d}"
             results.append({"id": new_id, "success": True, "errors": []})
             writes.append((kind, new_id, fields))
         return self._answer(results, writes, all_or_none, "create")
