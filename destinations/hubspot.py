@@ -9,7 +9,8 @@ from datetime import UTC, timedelta
 from typing import Any
 
 import orjson
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
+from pydantic_core import PydanticCustomError
 
 from destinations import base
 from destinations.base import Connector, ConnectorSettings, Encoded, Event, Limits, Request
@@ -51,6 +52,18 @@ class Settings(ConnectorSettings):
     company_property_map: dict[str, str] = Field(
         default_factory=lambda: dict(COMPANY_PROPERTIES),
         description="Group trait path (dotted) -> HubSpot company property.")
+
+    @model_validator(mode="after")
+    def _dates_are_mapped(self) -> Settings:
+        # a name no map fills converts nothing: most likely a typo, found only when
+        # HubSpot refuses a contact's date (INVALID_DATE) in production
+        mapped = {*self.property_map.values(), *self.company_property_map.values()}
+        if unknown := [name for name in self.date_properties if name not in mapped]:
+            message = (f"{unknown} are not properties that property_map or "
+                       "company_property_map fill")
+            raise PydanticCustomError(  # reported at the field (router/config_errors.py)
+                "field_error", "{message}", {"field": "date_properties", "message": message})
+        return self
 
 
 def _get(obj: Any, path: str) -> Any:

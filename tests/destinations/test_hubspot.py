@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from multidict import CIMultiDict
+from pydantic import ValidationError
 
 from destinations.base import Request, Response
 from destinations.hubspot import CONNECTOR, Settings, classify, encode
@@ -190,6 +191,12 @@ def test_unusable_date_value_rejects_only_its_event(value: Any) -> None:
         "ISO-8601 date/time or epoch milliseconds")
     [item] = body(encoded.requests[0])["inputs"]
     assert (item["id"], item["properties"]) == ("b@x.io", {"renewal_date": "2026-03-04"})
+
+
+def test_a_date_property_no_map_fills_is_a_config_error() -> None:
+    """A typo there would convert nothing, and HubSpot would refuse the contacts' dates."""
+    with pytest.raises(ValidationError, match=r"\['renewal_dat'\] are not properties"):
+        settings(property_map={"renewalDate": "renewal_date"}, date_properties=["renewal_dat"])
 
 
 def test_group_date_properties_are_converted_too() -> None:
