@@ -10,7 +10,6 @@ adjacent orders that would share them go to separate requests).
 from __future__ import annotations
 
 import time
-from datetime import date
 from typing import Any
 
 import orjson
@@ -87,23 +86,12 @@ def _attributes(event: Event, settings: Settings) -> dict[str, Any]:
     for path, name in settings.attribute_map.items():
         if (value := _get(traits, path)) is not None:
             found[name] = value
-    if (day := _day(traits.get("birthday"))) is not None:
+    if (day := braze_map.dob(traits.get("birthday"))) is not None:
         found["dob"] = day  # Braze wants YYYY-MM-DD
         found.pop("birthday", None)
     if isinstance(gender := found.get("gender"), str):
         found["gender"] = GENDERS.get(gender.strip().lower(), gender)
     return {k: v for k, v in found.items() if k not in IDENTITY_KEYS}
-
-
-def _day(birthday: Any) -> str | None:
-    """An ISO-8601 date or time's calendar date as written (a birthday is a day, not an
-    instant: no conversion to UTC); None for anything else, which Braze's dob refuses."""
-    if not isinstance(birthday, str):
-        return None
-    try:
-        return date.fromisoformat(birthday[:10]).isoformat()
-    except ValueError:
-        return None
 
 
 def _objects(event: Event, settings: Settings) -> tuple[str, list[dict[str, Any]]] | str:

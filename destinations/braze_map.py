@@ -9,6 +9,7 @@ keys are dropped so that the event still arrives.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 RESERVED_PROPERTIES = frozenset(("time", "event_name"))
@@ -51,3 +52,14 @@ def purchases(event: dict[str, Any], default_currency: str, when: str
                       "price": price, "quantity": quantity, "time": when,
                       "properties": properties({**extra, **order})})
     return found
+
+
+def dob(birthday: Any) -> str | None:
+    """Braze's ``dob`` (YYYY-MM-DD): an ISO-8601 date or time's calendar date as written (a
+    birthday is a day, not an instant: no conversion to UTC); None for anything else."""
+    if not isinstance(birthday, str):
+        return None
+    try:
+        return date.fromisoformat(birthday[:10]).isoformat()
+    except ValueError:
+        return None

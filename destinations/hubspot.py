@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, timedelta
 from typing import Any
 
 import orjson
@@ -15,7 +14,7 @@ from pydantic_core import PydanticCustomError
 from destinations import base
 from destinations.base import Connector, ConnectorSettings, Encoded, Event, Limits, Request
 from router.delivery.outcome import DELIVERED, Outcome, Partial, Rejected, Retry, Split
-from router.events import EPOCH, iso, parse_time
+from router.events import iso, parse_time, utc_day
 
 MAX_INPUTS = 100  # documented per-request limit of batch upsert
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -78,26 +77,12 @@ def _text(value: Any) -> str | None:  # HubSpot values are strings; objects aren
     return str(value) if isinstance(value, str | int | float) else None
 
 
-def _day(value: Any) -> str | None:
-    """ISO-8601 string or epoch ms -> its UTC day: HubSpot refuses a date not at midnight UTC."""
-    if isinstance(value, str) and (parsed := parse_time(value)) is not None:
-        try:
-            return parsed.astimezone(UTC).date().isoformat()
-        except OverflowError:  # 0001-01-01T00:00:00+02:00: no UTC day to send
-            return None
-    try:  # otherwise a number (or digits): epoch milliseconds, HubSpot's unit
-        return None if isinstance(value, bool) else (
-            EPOCH + timedelta(milliseconds=float(value))).date().isoformat()
-    except (TypeError, ValueError, OverflowError):
-        return None
-
-
 def _properties(traits: dict[str, Any], mapping: dict[str, str],
                 dates: list[str]) -> dict[str, str] | str:
     found: dict[str, str] = {}
     for path, name in mapping.items():
         text = _text(value := _get(traits, path))
-        if text and name in dates and (text := _day(value)) is None:  # "" clears it: kept
+        if text and name in dates and (text := utc_day(value)) is None:  # "" clears it: kept
             return (f"trait {path}={value!r}: HubSpot date property {name!r} takes an "
                     "ISO-8601 date/time or epoch milliseconds")
         if text is not None:

@@ -48,6 +48,21 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def utc_day(value: Any) -> str | None:
+    """An ISO-8601 time or epoch milliseconds (a number or its digits) -> its UTC day
+    (``YYYY-MM-DD``); None for anything else, or a time with no UTC day in the calendar."""
+    if isinstance(value, str) and (parsed := parse_time(value)) is not None:
+        try:
+            return parsed.astimezone(UTC).date().isoformat()
+        except OverflowError:  # 0001-01-01T00:00:00+02:00
+            return None
+    try:
+        return None if isinstance(value, bool) else (
+            EPOCH + timedelta(milliseconds=float(value))).date().isoformat()
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

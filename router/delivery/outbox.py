@@ -146,7 +146,6 @@ class Outbox:
         offsets = [-1] * len(writes)
         sizes = [_size(write) for write in writes]
         pending = list(range(len(writes)))
-        alone: set[int] = set()  # in a batch refused as too large: now one per batch
         too_large: list[int] = []
         delay = 0.2
         while pending:
@@ -169,13 +168,11 @@ class Outbox:
                     for i in indices:
                         env, _, headers, value = writes[i]
                         used += sizes[i]
-                        if (taken and (i in alone or used > room)) or batch.append(
+                        if (taken and used > room) or batch.append(
                                 timestamp=None, key=env.key, value=value,
                                 headers=headers) is None:
                             break
                         taken += 1
-                        if i in alone:
-                            break
                     assert taken, "a record batch takes at least one record"
                     try:
                         future = await self.producer.send_batch(batch, topic,
@@ -189,12 +186,11 @@ class Outbox:
             failed: list[int] = []
             error: BaseException | None = None
             for (indices, _), result in zip(sent, results, strict=True):
-                if isinstance(result, TOO_LARGE):
-                    if len(indices) == 1:
-                        too_large += indices
-                    else:  # which record is too large: try each on its own
-                        alone.update(indices)
-                        failed += indices
+                if isinstance(result, TOO_LARGE) and len(indices) == 1:
+                    # under a limit read wrong (or lowered since): not retried for ever.
+                    # The idempotent producer's sequence for that partition is broken by
+                    # now; later writes there fail and are retried, logged, until restart.
+                    too_large += indices
                     continue
                 if isinstance(result, BaseException):
                     failed += indices
